@@ -1,0 +1,57 @@
+"""The only place that wires refapi together: settings, backends, routes and the middleware chain."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+from refapi import keys, logs
+from refapi.api import health, meta
+from refapi.config import Settings
+from refapi.logs import AccessLog
+from refapi.metrics import Metrics
+from refapi.middlewares.auth import auth_middleware
+from refapi.middlewares.cors import cors_middleware
+from refapi.middlewares.errors import errors_middleware
+from refapi.middlewares.limits import limits_middleware
+from refapi.middlewares.metrics import metrics_middleware
+from refapi.middlewares.request_id import request_id_middleware
+
+log = logging.getLogger("refapi.app")
+
+ROUTE_TABLES = (meta.routes, health.routes)
+
+
+def build_app(settings: Settings) -> web.Application:
+    """Build the application for `settings`; nothing connects until the app starts (cleanup contexts)."""
+    app = web.Application(
+        # Outermost first. CORS wraps the error envelope so errors carry CORS headers; the limiter runs before
+        # the router's 404/405 surface (aiohttp resolves the route first, but its errors are raised inside).
+        middlewares=[
+            request_id_middleware(),
+            metrics_middleware(),
+            cors_middleware(),
+            errors_middleware(),
+            auth_middleware(),
+            limits_middleware(),
+        ],
+        client_max_size=settings.max_request_size,
+        handler_args={"access_log": None},  # refapi.access writes the one access line
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Metrics()
+    app[keys.ACCESS_LOG] = AccessLog()
+    app[keys.HEALTH_CHECKS] = {}
+    app[keys.ROOT_BODY] = orjson.dumps(meta.root_document(settings))
+    for table in ROUTE_TABLES:
+        app.router.add_routes(table)
+    return app
+
+
+async def create_app() -> web.Application:
+    """gunicorn's aiohttp worker entry point: `gunicorn refapi.app:create_app` (it must be an async factory)."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return build_app(settings)

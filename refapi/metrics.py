@@ -1,0 +1,89 @@
+"""Prometheus metrics (contract §3.7): one instance per app, multiprocess-aware, with cached label children."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from refapi import __version__
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+class Metrics:
+    """All of refapi's metrics; the label children used on every request are cached, since .labels() is costly."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        # Under gunicorn the values live in mmap files shared through PROMETHEUS_MULTIPROC_DIR and /metrics
+        # aggregates them; a single process (refapi serve, tests) keeps them in this app's own registry.
+        self.registry = CollectorRegistry()
+        self._multiprocess = multiprocess_dir() is not None
+        own = None if self._multiprocess else self.registry
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP responses sent", ["method", "route", "status"], registry=own
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds", "Time to produce a response", ["method", "route"], registry=own,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.http_in_progress = Gauge(
+            "http_requests_in_progress", "Requests being handled", ["method", "route"], registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.http_errors = Counter(
+            "http_errors_total", "Error envelopes sent", ["error", "status"], registry=own
+        )
+        self.app_info = Gauge("app_info", "Application information", ["version", "name"], registry=own,
+                              multiprocess_mode="max")
+        self.cache_hits = Counter("cache_hits_total", "Response cache hits", ["route"], registry=own)
+        self.cache_misses = Counter("cache_misses_total", "Response cache misses", ["route"], registry=own)
+        self.rate_limit_rejections = Counter(
+            "rate_limit_rejections_total", "Requests rejected by the rate limiter", ["scope"], registry=own
+        )
+        self.breaker_state = Gauge(
+            "circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["service"], registry=own,
+            multiprocess_mode="livemax",
+        )
+        self.breaker_transitions = Counter(
+            "circuit_breaker_transitions_total", "Circuit breaker state changes", ["service", "to"], registry=own
+        )
+        self.backend_duration = Histogram(
+            "backend_request_duration_seconds", "Time spent in backend calls", ["service", "operation"],
+            registry=own, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.app_info.labels(__version__, "refapi").set(1)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_request(self, method: str, route: str, status: int, duration: float) -> None:
+        self.child(self.http_requests, method, route, str(status)).inc()
+        self.child(self.http_duration, method, route).observe(duration)
+
+    def render(self) -> bytes:
+        if not self._multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)

@@ -1,0 +1,1 @@
+"""Request middlewares, one concern per module; app.py decides their order."""
