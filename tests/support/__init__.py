@@ -1,0 +1,1 @@
+"""Test helpers: a fault-injecting TCP proxy and a throwaway local Redis Cluster."""
