@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from refapi import keys, logs
 from refapi.api import health, meta
@@ -22,6 +23,13 @@ from refapi.middlewares.request_id import request_id_middleware
 log = logging.getLogger("refapi.app")
 
 ROUTE_TABLES = (meta.routes, health.routes)
+
+
+async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One pooled HTTP client per worker, shared by the Vault client and the RabbitMQ management API."""
+    async with ClientSession(json_serialize=lambda value: orjson.dumps(value).decode()) as session:
+        app[keys.HTTP_SESSION] = session
+        yield
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -44,7 +52,9 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.METRICS] = Metrics()
     app[keys.ACCESS_LOG] = AccessLog()
     app[keys.HEALTH_CHECKS] = {}
+    app[keys.GUARDS] = {}
     app[keys.ROOT_BODY] = orjson.dumps(meta.root_document(settings))
+    app.cleanup_ctx.append(http_session_ctx)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     return app

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from refapi import keys
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_CLIENT_IP = "refapi.client_ip"
 
 
 def client_ip(request: web.Request, trusted: Sequence[Network]) -> str:
     """Resolve once per request and remember it: the limiter and the access line both ask."""
-    cached = request.get(_CLIENT_IP)
+    cached = request.get(keys.CLIENT_IP)
     if cached is None:
-        cached = request[_CLIENT_IP] = _resolve(request, trusted)
+        cached = request[keys.CLIENT_IP] = _resolve(request, trusted)
     return cached
 
 

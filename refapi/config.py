@@ -128,14 +128,12 @@ class Settings:
             if raw is None:
                 continue
             values[f.name] = _parse(name, f.name, raw)
-        settings = cls(**values)
-        if not settings.redis_nodes:
-            default = RedisNode("redis-1", settings.redis_host, settings.redis_port)
-            settings = cls(**{**values, "redis_nodes": (default,)})
-        settings._check()
-        return settings
+        return cls(**values)
 
-    def _check(self) -> None:
+    def __post_init__(self) -> None:
+        if not self.redis_nodes:
+            # REDIS_NODES defaults to the one node at REDIS_HOST:REDIS_PORT.
+            object.__setattr__(self, "redis_nodes", (RedisNode("redis-1", self.redis_host, self.redis_port),))
         if self.db_pool_min > self.db_pool_max:
             raise ConfigError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         unknown = set(self.critical_services) - set(SERVICES)

@@ -1,4 +1,4 @@
-"""Every web.AppKey in one place: application state is typed and lives on the app, never in globals."""
+"""Every AppKey and RequestKey in one place: state is typed and lives on the app or request, never in globals."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from refapi.api.health import HealthCheck
     from aiohttp import ClientSession
 
+    from refapi.api.health import HealthCheck
     from refapi.config import Settings
     from refapi.logs import AccessLog
     from refapi.metrics import Metrics
+    from refapi.resilience.guard import Guard
 
 SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")
@@ -20,3 +21,9 @@ ACCESS_LOG = web.AppKey("access_log", "AccessLog")
 HTTP_SESSION = web.AppKey("http_session", "ClientSession")
 ROOT_BODY = web.AppKey("root_body", bytes)
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, "HealthCheck"])
+GUARDS = web.AppKey("guards", dict[str, "Guard"])
+
+# Per-request state set by the middlewares.
+REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_IP = web.RequestKey("client_ip", str)
+PREFLIGHT = web.RequestKey("preflight", bool)

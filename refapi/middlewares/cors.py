@@ -21,11 +21,10 @@ ALLOWED_HEADERS = (
 EXPOSED_HEADERS = ("X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
                    "Retry-After", "ETag", "X-Cache")
 MAX_AGE = 600
-PREFLIGHT = "refapi.preflight"
 
 
 def is_preflight(request: web.Request) -> bool:
-    return request.get(PREFLIGHT, False)  # type: ignore[no-any-return]
+    return request.get(keys.PREFLIGHT, False)
 
 
 def cors_middleware() -> web.middleware:  # type: ignore[valid-type]
@@ -43,7 +42,7 @@ def cors_middleware() -> web.middleware:  # type: ignore[valid-type]
         origin_ok = origin is not None and (wildcard or origin in settings.cors_origins)
 
         if request.method == "OPTIONS" and (origin is not None or "Access-Control-Request-Method" in request.headers):
-            request[PREFLIGHT] = True
+            request[keys.PREFLIGHT] = True
             requested_method = request.headers.get("Access-Control-Request-Method", "")
             requested_headers = {
                 name.strip().lower()
@@ -66,7 +65,7 @@ def cors_middleware() -> web.middleware:  # type: ignore[valid-type]
             headers["Access-Control-Allow-Origin"] = "*" if wildcard else origin  # type: ignore[assignment]
             if not wildcard:
                 headers["Access-Control-Allow-Credentials"] = "true"
-            if not request.get(PREFLIGHT):
+            if not request.get(keys.PREFLIGHT):
                 headers["Access-Control-Expose-Headers"] = exposed
         return response
 

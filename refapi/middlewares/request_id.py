@@ -8,15 +8,15 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from refapi import keys
 from refapi.logs import request_id_var
 
 HEADER = "X-Request-ID"
-REQUEST_ID = "refapi.request_id"
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def request_id_of(request: web.Request) -> str:
-    return request[REQUEST_ID]  # type: ignore[no-any-return]
+    return request[keys.REQUEST_ID]
 
 
 def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
@@ -24,7 +24,7 @@ def request_id_middleware() -> web.middleware:  # type: ignore[valid-type]
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get(HEADER)
         rid = incoming if incoming is not None and _VALID.fullmatch(incoming) else str(uuid.uuid4())
-        request[REQUEST_ID] = rid
+        request[keys.REQUEST_ID] = rid
         token = request_id_var.set(rid)
         try:
             response = await handler(request)

@@ -106,6 +106,8 @@ _DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie
 _ANNOTATIONS = frozenset({"description", "summary", "title", "example", "examples", "externalDocs", "$comment"})
 # Keywords whose values are instance data or names, never schemas, so they are kept verbatim when canonicalised.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "required", "type"})
+# Values that are instance data, where a "$ref" key is just data.
+_INSTANCE_DATA = frozenset({"example", "examples", "enum", "const", "default"})
 _SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 _UPPER_LIMITS = ("maxLength", "maxItems", "maxProperties")
 _LOWER_LIMITS = ("minLength", "minItems", "minProperties")
@@ -162,6 +164,23 @@ class _Document:
     def __init__(self, root: Mapping[str, Any], side: str) -> None:
         self.root = root
         self.side = side
+        self.check_refs()
+
+    def check_refs(self) -> None:
+        """Fail on any dangling `$ref` up front, also in parts the other document has no counterpart for."""
+        pending: list[Any] = [self.root]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, Mapping):
+                if "$ref" in node:
+                    self.pointer(node["$ref"])
+                for key, value in node.items():
+                    if key in _SCHEMA_MAP_KEYWORDS and isinstance(value, Mapping):
+                        pending.extend(value.values())  # keyed by names, which may look like keywords
+                    elif key not in _INSTANCE_DATA and not (isinstance(key, str) and key.startswith("x-")):
+                        pending.append(value)
+            elif isinstance(node, list):
+                pending.extend(node)
 
     def pointer(self, ref: Any) -> Any:
         """The node a local JSON pointer reference (`#/components/...`) names."""
@@ -316,13 +335,18 @@ def _strip(schema: Any) -> Any:
     return out
 
 
-def _keys(mapping: Any) -> list[str]:
-    """A mapping's keys as sorted strings (YAML turns an unquoted `200:` into an int)."""
-    return sorted(str(k) for k in mapping) if isinstance(mapping, Mapping) else []
+def _keys(mapping: Any, extensible: bool = False) -> list[str]:
+    """A mapping's keys as sorted strings (YAML turns an unquoted `200:` into an int).
+
+    `extensible` objects (Paths, Responses) may also hold `x-` extensions, which are not entries.
+    """
+    if not isinstance(mapping, Mapping):
+        return []
+    return sorted(str(k) for k in mapping if not (extensible and _is_annotation(str(k))))
 
 
-def _by_str_key(mapping: Any) -> dict[str, Any]:
-    return {str(k): v for k, v in mapping.items()} if isinstance(mapping, Mapping) else {}
+def _by_str_key(mapping: Any, extensible: bool = False) -> dict[str, Any]:
+    return {key: mapping.get(key, mapping.get(int(key)) if key.isdigit() else None) for key in _keys(mapping, extensible)}
 
 
 def _show(value: Any) -> str:
@@ -742,7 +766,7 @@ class _Differ:
 def _paths_by_shape(document: _Document) -> dict[str, str]:
     """Path templates keyed by their shape, so `/a/{x}` and `/a/{y}` are one path."""
     by_shape: dict[str, str] = {}
-    for path in _keys(document.root.get("paths")):
+    for path in _keys(document.root.get("paths"), extensible=True):
         shape = _TEMPLATE.sub("{}", path)
         if shape in by_shape:
             raise SpecError(f"{document.side} document: paths {by_shape[shape]} and {path} differ only in names")

@@ -1,0 +1,1 @@
+"""Resilience primitives: circuit breakers, backend call guards, rate-limit algorithms."""

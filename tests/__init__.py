@@ -1,0 +1,1 @@
+"""refapi's test suites: unit (no network), integration (real services and doubles), contract (black-box)."""

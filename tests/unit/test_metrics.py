@@ -1,0 +1,54 @@
+"""Metrics are labelled by route template and never by client-supplied text."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from refapi.app import build_app
+from refapi.config import Settings
+from tests.conftest import ClientFactory
+
+
+async def by_key(request: web.Request) -> web.Response:
+    return web.json_response({"key": request.match_info["key"]})
+
+
+def sample(text: str, metric: str, **labels: str) -> float | None:
+    """The value of `metric` with exactly these labels in Prometheus text output, or None."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(metric + "{"):
+            metric_labels = line[len(metric) + 1 : line.rindex("} ")]
+            if ",".join(sorted(metric_labels.split(","))) == wanted:
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_two_paths_of_one_template_share_one_label_set(make_client: ClientFactory) -> None:
+    app = build_app(Settings())
+    app.router.add_get("/things/{key}", by_key)
+    client = await make_client(app)
+    await client.get("/things/alpha")
+    await client.get("/things/beta")
+    text = await (await client.get("/metrics")).text()
+    assert sample(text, "http_requests_total", method="GET", route="/things/{key}", status="200") == 2.0
+    assert "alpha" not in text and "beta" not in text
+
+
+async def test_unmatched_paths_and_odd_methods_do_not_leak_into_labels(client) -> None:  # type: ignore[no-untyped-def]
+    await client.get("/secret-looking-path-1")
+    await client.request("PROPFIND", "/")
+    text = await (await client.get("/metrics")).text()
+    assert sample(text, "http_requests_total", method="GET", route="<unmatched>", status="404") == 1.0
+    assert sample(text, "http_requests_total", method="OTHER", route="<unmatched>", status="405") == 1.0
+    assert sample(text, "http_errors_total", error="NotFound", status="404") == 1.0
+    assert "secret-looking" not in text and "PROPFIND" not in text
+
+
+async def test_metrics_endpoint_format(client) -> None:  # type: ignore[no-untyped-def]
+    await client.get("/health/")
+    resp = await client.get("/metrics")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    assert sample(text, "app_info", name="refapi", version="1.0.0") == 1.0
+    assert sample(text, "http_request_duration_seconds_count", method="GET", route="/health/") == 1.0
