@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from aiohttp import ClientSession
 
     from refapi.api.health import HealthCheck
+    from refapi.backends.credentials import CredentialStore
     from refapi.config import Settings
     from refapi.logs import AccessLog
     from refapi.metrics import Metrics
@@ -19,6 +20,7 @@ SETTINGS = web.AppKey("settings", "Settings")
 METRICS = web.AppKey("metrics", "Metrics")
 ACCESS_LOG = web.AppKey("access_log", "AccessLog")
 HTTP_SESSION = web.AppKey("http_session", "ClientSession")
+CREDENTIALS = web.AppKey("credentials", "CredentialStore")
 ROOT_BODY = web.AppKey("root_body", bytes)
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, "HealthCheck"])
 GUARDS = web.AppKey("guards", dict[str, "Guard"])
