@@ -346,7 +346,9 @@ def _keys(mapping: Any, extensible: bool = False) -> list[str]:
 
 
 def _by_str_key(mapping: Any, extensible: bool = False) -> dict[str, Any]:
-    return {key: mapping.get(key, mapping.get(int(key)) if key.isdigit() else None) for key in _keys(mapping, extensible)}
+    if not isinstance(mapping, Mapping):
+        return {}
+    return {str(k): v for k, v in mapping.items() if not (extensible and _is_annotation(str(k)))}
 
 
 def _show(value: Any) -> str:
@@ -465,7 +467,11 @@ class _Differ:
             _parameters(self.new, new_path, new_item, new_op),
         )
         self.request_body(label, old_op.get("requestBody"), new_op.get("requestBody"))
-        self.responses(label, _by_str_key(old_op.get("responses")), _by_str_key(new_op.get("responses")))
+        self.responses(
+            label,
+            _by_str_key(old_op.get("responses"), extensible=True),
+            _by_str_key(new_op.get("responses"), extensible=True),
+        )
 
     def security(self, label: str, old_op: Mapping[str, Any], new_op: Mapping[str, Any]) -> None:
         old = _security_alternatives(old_op.get("security", self.old.root.get("security")))
