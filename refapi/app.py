@@ -9,7 +9,9 @@ import orjson
 from aiohttp import ClientSession, web
 
 from refapi import keys, logs
-from refapi.api import health, meta
+from refapi.api import cache, cluster, database, health, messaging, meta, vault
+from refapi.backends import mongodb, mysql, postgres, rabbitmq, redis
+from refapi.backends import vault as vault_backend
 from refapi.config import Settings
 from refapi.logs import AccessLog
 from refapi.metrics import Metrics
@@ -22,7 +24,10 @@ from refapi.middlewares.request_id import request_id_middleware
 
 log = logging.getLogger("refapi.app")
 
-ROUTE_TABLES = (meta.routes, health.routes)
+ROUTE_TABLES = (meta.routes, health.routes, vault.routes, database.routes, cache.routes, cluster.routes,
+                messaging.routes)
+# Vault first: the other backends take their credentials from it at startup.
+BACKENDS = (vault_backend, postgres, mysql, mongodb, redis, rabbitmq)
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -55,6 +60,8 @@ def build_app(settings: Settings) -> web.Application:
     app[keys.GUARDS] = {}
     app[keys.ROOT_BODY] = orjson.dumps(meta.root_document(settings))
     app.cleanup_ctx.append(http_session_ctx)
+    for backend in BACKENDS:
+        backend.setup(app)
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     return app

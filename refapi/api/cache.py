@@ -1,0 +1,5 @@
+"""cache operations (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

@@ -1,0 +1,5 @@
+"""cluster operations (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

@@ -1,0 +1,5 @@
+"""database operations (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

@@ -1,0 +1,5 @@
+"""messaging operations (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

@@ -1,0 +1,5 @@
+"""vault operations (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
