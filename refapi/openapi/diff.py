@@ -434,7 +434,8 @@ class _Differ:
         for method in _METHODS:
             label = f"{method.upper()} {new_path}"
             if method in old_item and method not in new_item:
-                self.emit("operation-removed", f"{method.upper()} {old_path}", f"Operation {label} was removed.")
+                old_label = f"{method.upper()} {old_path}"
+                self.emit("operation-removed", old_label, f"Operation {old_label} was removed.")
             elif method in new_item and method not in old_item:
                 self.emit("operation-added", label, f"Operation {label} was added.")
             elif method in old_item:
