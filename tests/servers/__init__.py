@@ -1,0 +1,1 @@
+"""Protocol-level doubles for servers that cannot be installed on the test machines."""
