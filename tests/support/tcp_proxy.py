@@ -45,10 +45,10 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 class _Connection:
     """A client connection, its upstream twin once connected, and the task serving them."""
 
-    def __init__(self, client: asyncio.StreamWriter, task: asyncio.Task[Any]) -> None:
+    def __init__(self, client: asyncio.StreamWriter) -> None:
         self.client = client
         self.upstream: asyncio.StreamWriter | None = None
-        self.task = task
+        self.task: asyncio.Task[None] | None = None
 
     def reset(self) -> None:
         _reset(self.client)
@@ -68,7 +68,9 @@ class TcpProxy:
 
     The proxy runs an asyncio loop on a daemon thread, so it works the same whether the test drives
     it from plain code or from its own event loop. Every control is thread-safe. Mode changes apply
-    to the next chunk read on existing connections and to every connection accepted afterwards;
+    to the next chunk read on existing connections and to every connection accepted afterwards
+    (a client whose handshake the kernel completed before the change, but that the proxy had not
+    picked up yet, counts as new: to be sure a connection is established, exchange data first);
     ``cut()`` and ``stop()`` return once the proxy thread has carried them out, which takes no I/O
     wait (connections are aborted, never drained), so calling them from an event loop is brief.
 
@@ -227,7 +229,7 @@ class TcpProxy:
     async def _serve(self, ready: threading.Event, failure: list[OSError]) -> None:
         stop_requested = asyncio.Event()
         try:
-            server = await asyncio.start_server(self._handle, self._host, self._port)
+            server = await asyncio.start_server(self._accept, self._host, self._port)
             self._port = server.sockets[0].getsockname()[1]
         except OSError as exc:
             failure.append(exc)
@@ -255,21 +257,27 @@ class TcpProxy:
         changed.set()
 
     async def _cut_all(self) -> None:
-        connections = list(self._connections)
-        for connection in connections:
+        tasks = []
+        for connection in list(self._connections):
             connection.reset()
-            connection.task.cancel()
-        await asyncio.gather(*(connection.task for connection in connections), return_exceptions=True)
+            if connection.task is not None:
+                connection.task.cancel()
+                tasks.append(connection.task)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Connection callback, kept synchronous so that every connection is registered before any
+        await (nothing slips past cut() or stop()) and the serving task is ours to cancel: a task
+        that asyncio's streams create is reported as an error when cancelled on Python 3.11."""
         self._connections_total += 1
         if self._setting.mode == "refuse":
             _reset(writer)
             return
-        task = asyncio.current_task()
-        assert task is not None
-        connection = _Connection(writer, task)
+        connection = _Connection(writer)
         self._connections.add(connection)
+        connection.task = asyncio.create_task(self._handle(connection, reader))
+
+    async def _handle(self, connection: _Connection, reader: asyncio.StreamReader) -> None:
         orderly = False
         try:
             orderly = await self._relay(connection, reader)
