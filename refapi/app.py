@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from aiohttp import ClientSession, web
@@ -15,11 +16,13 @@ from refapi.backends import vault as vault_backend
 from refapi.config import Settings
 from refapi.logs import AccessLog
 from refapi.metrics import Metrics
+from refapi.resilience.rate_limit import RateCounter
 from refapi.middlewares.auth import auth_middleware
 from refapi.middlewares.cors import cors_middleware
 from refapi.middlewares.errors import errors_middleware
 from refapi.middlewares.limits import limits_middleware
 from refapi.middlewares.metrics import metrics_middleware
+from refapi.middlewares.rate_limit import rate_limit_middleware
 from refapi.middlewares.request_id import request_id_middleware
 from refapi.openapi import docs
 
@@ -38,19 +41,23 @@ async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+def redis_client(app: web.Application) -> Any | None:
+    """The worker's Redis client once the Redis backend has connected (shared by the limiter and the cache)."""
+    facade = app.get(keys.REDIS)
+    return getattr(facade, "client", None)
+
+
 def build_app(settings: Settings) -> web.Application:
     """Build the application for `settings`; nothing connects until the app starts (cleanup contexts)."""
+    # Outermost first. CORS and the rate limiter wrap the error envelope so errors carry their headers; the
+    # limiter also runs before the router's 404/405 surface (aiohttp resolves the route first, but raises inside).
+    chain = [request_id_middleware(), metrics_middleware(), cors_middleware()]
+    if settings.rate_limit_enabled:
+        counter = RateCounter(lambda: redis_client(app))
+        chain.append(rate_limit_middleware(counter, settings))
+    chain += [errors_middleware(), auth_middleware(), limits_middleware()]
     app = web.Application(
-        # Outermost first. CORS wraps the error envelope so errors carry CORS headers; the limiter runs before
-        # the router's 404/405 surface (aiohttp resolves the route first, but its errors are raised inside).
-        middlewares=[
-            request_id_middleware(),
-            metrics_middleware(),
-            cors_middleware(),
-            errors_middleware(),
-            auth_middleware(),
-            limits_middleware(),
-        ],
+        middlewares=chain,
         client_max_size=settings.max_request_size,
         handler_args={"access_log": None},  # refapi.access writes the one access line
     )
