@@ -484,7 +484,7 @@ class _Engine:
             "hello": self._hello,
             "isMaster": self._hello,
             "ismaster": self._hello,
-            "ping": self._ping,
+            "ping": self._acknowledge,
             "buildInfo": self._build_info,
             "buildinfo": self._build_info,
             "serverStatus": self._server_status,
@@ -508,8 +508,8 @@ class _Engine:
             "createIndexes": self._create_indexes,
             "listIndexes": self._list_indexes,
             "dropIndexes": self._drop_indexes,
-            "endSessions": self._ping,
-            "abortTransaction": self._ping,
+            "endSessions": self._acknowledge,
+            "abortTransaction": self._acknowledge,
             "getLastError": self._get_last_error,
             "saslStart": self._sasl_start,
             "saslContinue": self._sasl_continue,
@@ -706,7 +706,8 @@ class _Engine:
                 pass
         return reply
 
-    def _ping(self, session: _Session, database: str, command: Document) -> Document:
+    def _acknowledge(self, session: _Session, database: str, command: Document) -> Document:
+        """ping, endSessions and abortTransaction: success with nothing to report."""
         return {}
 
     def _build_info(self, session: _Session, database: str, command: Document) -> Document:
@@ -933,7 +934,11 @@ class _Engine:
         return {"cursor": {"nextBatch": batch, "id": Int64(cursor_id), "ns": namespace}}
 
     def _kill_cursors(self, session: _Session, database: str, command: Document) -> Document:
-        namespace = f"{database}.{self._collection_name(database, command)}"
+        # Not _collection_name(): cursors of listCollections live in "<db>.$cmd.listCollections".
+        collection = command["killCursors"]
+        if not isinstance(collection, str):
+            raise _type_mismatch(command, "killCursors", collection, "string")
+        namespace = f"{database}.{collection}"
         killed, not_found = [], []
         for cursor_id in _array(command, "cursors"):
             cursor = self._cursors.get(cursor_id)

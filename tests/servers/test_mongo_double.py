@@ -29,10 +29,11 @@ USERS = {"app": "s3cret, with=odd chars"}
 
 
 class CommandLog(monitoring.CommandListener):
-    """Names of the commands a client sent, in order."""
+    """Names of the commands a client sent, in order, and of those that failed."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.failures: list[str] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.names.append(event.command_name)
@@ -41,7 +42,7 @@ class CommandLog(monitoring.CommandListener):
         pass
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        self.failures.append(event.command_name)
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -89,7 +90,8 @@ async def test_reports_a_supported_mongod(mongo: Client) -> None:
 
 
 def test_sync_client_smoke(mongo_double: MongoDouble) -> None:
-    with MongoClient(mongo_double.uri, serverSelectionTimeoutMS=2000) as client:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_double.uri, serverSelectionTimeoutMS=2000)
+    with client:
         assert client.admin.command("ping") == {"ok": 1.0}
         client.refapi.things.insert_one({"name": "sync"})
         assert client.refapi.things.find_one({}, {"_id": 0}) == {"name": "sync"}
@@ -158,6 +160,27 @@ async def test_lists_and_drops_collections(mongo: Client) -> None:
     with pytest.raises(OperationFailure) as failure:
         await db.command("create", "alpha")
     assert failure.value.code == 48
+
+
+async def test_list_collections_pages_and_kills_its_cursor(mongo_double: MongoDouble) -> None:
+    log = CommandLog()
+    client: Client = AsyncMongoClient(mongo_double.uri, event_listeners=[log])
+    try:
+        db = client.refapi
+        for number in range(5):
+            await db.create_collection(f"c{number}")
+        names = [spec["name"] async for spec in await db.list_collections(cursor={"batchSize": 2})]
+        abandoned = await db.list_collections(cursor={"batchSize": 2})
+        await abandoned.next()
+        await abandoned.close()
+    finally:
+        await client.close()
+
+    assert names == ["c0", "c1", "c2", "c3", "c4"]
+    # The first batch holds two; one getMore without a batch size takes the other three.
+    assert log.names.count("getMore") == 1
+    assert "killCursors" in log.names
+    assert log.failures == []
 
 
 async def test_unique_index_rejects_duplicates(mongo: Client) -> None:
@@ -286,19 +309,23 @@ async def test_stop_fails_calls_and_start_brings_the_data_back(mongo_double: Mon
     assert found == {"name": "kept"}
 
 
-async def test_connection_count_follows_the_pool(mongo_double: MongoDouble) -> None:
+async def test_a_full_pool_serves_concurrent_operations(mongo_double: MongoDouble) -> None:
+    pool_size = 20
     before = mongo_double.connection_count
-    client: Client = AsyncMongoClient(mongo_double.uri, minPoolSize=4, maxPoolSize=4)
+    client: Client = AsyncMongoClient(mongo_double.uri, minPoolSize=pool_size, maxPoolSize=pool_size)
     try:
         await client.admin.command("ping")
-        # The monitor's connection plus the four the pool opens to honour minPoolSize.
-        await eventually(lambda: mongo_double.connection_count - before >= 1 + 4)
+        # The monitor's connection plus every one the pool opens to honour minPoolSize.
+        await eventually(lambda: mongo_double.connection_count - before >= 1 + pool_size)
 
-        counts = await asyncio.gather(*(client.refapi.things.count_documents({}) for _ in range(40)))
+        things = client.refapi.things
+        await asyncio.gather(*(things.insert_one({"n": n}) for n in range(100)))
+        counts = await asyncio.gather(*(things.count_documents({"n": {"$lt": 50}}) for _ in range(100)))
 
-        assert counts == [0] * 40
-        # Four pooled connections plus at most two for monitoring (heartbeat and round-trip time).
-        assert mongo_double.open_connections <= 4 + 2
+        assert counts == [50] * 100
+        assert sorted(await things.distinct("n")) == list(range(100))
+        # The pool plus at most two monitoring connections (heartbeat and round-trip time).
+        assert mongo_double.open_connections <= pool_size + 2
     finally:
         await client.close()
     await eventually(lambda: mongo_double.open_connections == 0)
@@ -352,7 +379,7 @@ def test_op_query_handshake_gets_an_op_reply(wire: socket.socket) -> None:
 
     flags, cursor_id, starting_from, returned = struct.unpack_from("<iqii", body)
     reply = bson.decode(body[20:])
-    assert (response_to, opcode, cursor_id, starting_from, returned) == (7, OP_REPLY, 0, 0, 1)
+    assert (response_to, opcode, flags, cursor_id, starting_from, returned) == (7, OP_REPLY, 0, 0, 0, 1)
     assert reply["ismaster"] is True
     assert reply["helloOk"] is True
     assert reply["ok"] == 1.0
