@@ -16,7 +16,6 @@ from refapi.backends import vault as vault_backend
 from refapi.config import Settings
 from refapi.logs import AccessLog
 from refapi.metrics import Metrics
-from refapi.resilience.rate_limit import RateCounter
 from refapi.middlewares.auth import auth_middleware
 from refapi.middlewares.cors import cors_middleware
 from refapi.middlewares.errors import errors_middleware
@@ -25,11 +24,19 @@ from refapi.middlewares.metrics import metrics_middleware
 from refapi.middlewares.rate_limit import rate_limit_middleware
 from refapi.middlewares.request_id import request_id_middleware
 from refapi.openapi import docs
+from refapi.resilience.rate_limit import RateCounter
 
 log = logging.getLogger("refapi.app")
 
-ROUTE_TABLES = (meta.routes, health.routes, vault.routes, database.routes, cache.routes, cluster.routes,
-                messaging.routes)
+ROUTE_TABLES = (
+    meta.routes,
+    health.routes,
+    vault.routes,
+    database.routes,
+    cache.routes,
+    cluster.routes,
+    messaging.routes,
+)
 # Vault first: the other backends take their credentials from it at startup.
 BACKENDS = (vault_backend, postgres, mysql, mongodb, redis, rabbitmq)
 

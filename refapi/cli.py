@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = commands.add_parser("spec", help="print the OpenAPI document generated from the code")
     spec.add_argument("--format", choices=("yaml", "json"), default="yaml")
     spec.add_argument(
-        "--write", nargs="?", const=str(DEFAULT_SPEC_PATH), metavar="PATH",
+        "--write",
+        nargs="?",
+        const=str(DEFAULT_SPEC_PATH),
+        metavar="PATH",
         help=f"write it to PATH instead (default {DEFAULT_SPEC_PATH.relative_to(DEFAULT_SPEC_PATH.parents[1])})",
     )
     args = parser.parse_args(argv)

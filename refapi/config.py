@@ -155,10 +155,20 @@ _ENV_NAMES = {
 }
 _PORTS = {"http_port", "https_port", "postgres_port", "mysql_port", "mongodb_port", "redis_port", "rabbitmq_port"}
 _POSITIVE = {
-    "workers", "max_request_size", "max_message_size", "backend_timeout", "health_check_timeout",
-    "circuit_breaker_failure_threshold", "circuit_breaker_reset_timeout", "rate_limit_general",
-    "rate_limit_health", "rate_limit_metrics", "response_cache_ttl_health", "response_cache_ttl_vault",
-    "db_pool_max", "retry_after_seconds",
+    "workers",
+    "max_request_size",
+    "max_message_size",
+    "backend_timeout",
+    "health_check_timeout",
+    "circuit_breaker_failure_threshold",
+    "circuit_breaker_reset_timeout",
+    "rate_limit_general",
+    "rate_limit_health",
+    "rate_limit_metrics",
+    "response_cache_ttl_health",
+    "response_cache_ttl_vault",
+    "db_pool_max",
+    "retry_after_seconds",
 }
 _LOG_LEVELS = {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}
 

@@ -64,7 +64,11 @@ class NotFound(ApiError):
     status, error, default_message = 404, "NotFound", "Resource not found"
 
     def __init__(
-        self, message: str | None = None, *, resource_type: str | None = None, resource_id: str | None = None,
+        self,
+        message: str | None = None,
+        *,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         extra = dict(details or {})

@@ -7,13 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from aiohttp import ClientSession
-
     from refapi.api.health import HealthCheck
-    from refapi.backends.credentials import CredentialStore
-    from refapi.config import Settings
-    from refapi.logs import AccessLog
-    from refapi.metrics import Metrics
     from refapi.resilience.guard import Guard
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -27,7 +21,7 @@ POSTGRES = web.AppKey("postgres", object)
 MYSQL = web.AppKey("mysql", object)
 MONGODB = web.AppKey("mongodb", object)
 REDIS = web.AppKey("redis", object)
-RABBITMQ = web.AppKey("rabbitmq", object)
+RABBITMQ = web.AppKey("rabbitmq", "RabbitMQ")
 ROOT_BODY = web.AppKey("root_body", bytes)
 HEALTH_CHECKS = web.AppKey("health_checks", dict[str, "HealthCheck"])
 GUARDS = web.AppKey("guards", dict[str, "Guard"])

@@ -106,16 +106,18 @@ class AccessLog:
         level = logging.ERROR if status >= 500 else logging.INFO
         if not self._logger.isEnabledFor(level):
             return
-        write_line({
-            "timestamp": utc_timestamp(time.time()),
-            "level": "ERROR" if level == logging.ERROR else "INFO",
-            "logger": self.logger_name,
-            "message": "request completed",
-            "request_id": request_id,
-            "method": method,
-            "route": route,
-            "path": path,
-            "status": status,
-            "duration_ms": round(duration * 1000, 2),
-            "client_ip": client_ip,
-        })
+        write_line(
+            {
+                "timestamp": utc_timestamp(time.time()),
+                "level": "ERROR" if level == logging.ERROR else "INFO",
+                "logger": self.logger_name,
+                "message": "request completed",
+                "request_id": request_id,
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration * 1000, 2),
+                "client_ip": client_ip,
+            }
+        )

@@ -21,7 +21,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -39,33 +39,44 @@ class Metrics:
             "http_requests_total", "HTTP responses sent", ["method", "route", "status"], registry=own
         )
         self.http_duration = Histogram(
-            "http_request_duration_seconds", "Time to produce a response", ["method", "route"], registry=own,
+            "http_request_duration_seconds",
+            "Time to produce a response",
+            ["method", "route"],
+            registry=own,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.http_in_progress = Gauge(
-            "http_requests_in_progress", "Requests being handled", ["method", "route"], registry=own,
+            "http_requests_in_progress",
+            "Requests being handled",
+            ["method", "route"],
+            registry=own,
             multiprocess_mode="livesum",
         )
-        self.http_errors = Counter(
-            "http_errors_total", "Error envelopes sent", ["error", "status"], registry=own
+        self.http_errors = Counter("http_errors_total", "Error envelopes sent", ["error", "status"], registry=own)
+        self.app_info = Gauge(
+            "app_info", "Application information", ["version", "name"], registry=own, multiprocess_mode="max"
         )
-        self.app_info = Gauge("app_info", "Application information", ["version", "name"], registry=own,
-                              multiprocess_mode="max")
         self.cache_hits = Counter("cache_hits_total", "Response cache hits", ["route"], registry=own)
         self.cache_misses = Counter("cache_misses_total", "Response cache misses", ["route"], registry=own)
         self.rate_limit_rejections = Counter(
             "rate_limit_rejections_total", "Requests rejected by the rate limiter", ["scope"], registry=own
         )
         self.breaker_state = Gauge(
-            "circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["service"], registry=own,
+            "circuit_breaker_state",
+            "0 closed, 1 half-open, 2 open",
+            ["service"],
+            registry=own,
             multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "circuit_breaker_transitions_total", "Circuit breaker state changes", ["service", "to"], registry=own
         )
         self.backend_duration = Histogram(
-            "backend_request_duration_seconds", "Time spent in backend calls", ["service", "operation"],
-            registry=own, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            "backend_request_duration_seconds",
+            "Time spent in backend calls",
+            ["service", "operation"],
+            registry=own,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.app_info.labels(__version__, "refapi").set(1)
         self._children: dict[tuple[Any, ...], Any] = {}

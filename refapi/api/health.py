@@ -167,8 +167,7 @@ async def health_live(request: web.Request, inp: Input) -> web.Response:
 
 def _service_route(path: str, service: str, summary: str, operation_id: str) -> None:
     @routes.get(path)
-    @operation(summary=summary, tags=("health",), responses={200: HEALTH_SCHEMAS[service]},
-               operation_id=operation_id)
+    @operation(summary=summary, tags=("health",), responses={200: HEALTH_SCHEMAS[service]}, operation_id=operation_id)
     async def handler(request: web.Request, inp: Input) -> web.Response:
         return json_response(await check_service(request.app, service))
 
@@ -194,10 +193,14 @@ async def health_database(request: web.Request, inp: Input) -> web.Response:
 
 
 @routes.get("/health/ready")
-@operation(summary="Readiness: every CRITICAL_SERVICES backend is healthy", tags=("health",),
-           responses={200: Readiness, 503: Readiness})
+@operation(
+    summary="Readiness: every CRITICAL_SERVICES backend is healthy",
+    tags=("health",),
+    responses={200: Readiness, 503: Readiness},
+)
 async def health_ready(request: web.Request, inp: Input) -> web.Response:
     services = await check_many(request.app, request.app[keys.SETTINGS].critical_services)
     ready = all(body.get("status") == "healthy" for body in services.values())
-    return json_response({"status": "ready" if ready else "not_ready", "services": services},
-                         status=200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "services": services}, status=200 if ready else 503
+    )

@@ -9,9 +9,9 @@ from marshmallow import Schema, fields
 
 from refapi import __version__, keys
 from refapi.config import SERVICES, Settings
+from refapi.errors import JSON_CONTENT_TYPE
 from refapi.middlewares.cors import ALLOWED_METHODS, MAX_AGE
 from refapi.middlewares.limits import ALLOWED_CONTENT_TYPES
-from refapi.errors import JSON_CONTENT_TYPE
 from refapi.openapi.operation import Input, operation
 
 routes = web.RouteTableDef()

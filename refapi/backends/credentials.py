@@ -61,8 +61,11 @@ class CredentialStore:
         try:
             secret = await self._reader(secret_name)
         except Exception as exc:  # Vault down: keep what we have (env/defaults at startup)
-            log.warning("could not read credentials for %s from Vault (%s); using environment/defaults",
-                        service, type(exc).__name__)
+            log.warning(
+                "could not read credentials for %s from Vault (%s); using environment/defaults",
+                service,
+                type(exc).__name__,
+            )
             return
         self._values[service] = self._merge(service, secret)
 

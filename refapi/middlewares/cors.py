@@ -15,11 +15,27 @@ from refapi.middlewares.errors import error_response
 
 ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 ALLOWED_HEADERS = (
-    "Content-Type", "Authorization", "X-Request-ID", "X-API-Key", "Accept", "Origin", "User-Agent", "DNT",
-    "Cache-Control", "X-Requested-With", "If-None-Match",
+    "Content-Type",
+    "Authorization",
+    "X-Request-ID",
+    "X-API-Key",
+    "Accept",
+    "Origin",
+    "User-Agent",
+    "DNT",
+    "Cache-Control",
+    "X-Requested-With",
+    "If-None-Match",
 )
-EXPOSED_HEADERS = ("X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
-                   "Retry-After", "ETag", "X-Cache")
+EXPOSED_HEADERS = (
+    "X-Request-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Retry-After",
+    "ETag",
+    "X-Cache",
+)
 MAX_AGE = 600
 
 

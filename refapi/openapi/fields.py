@@ -73,7 +73,7 @@ class Length(validate.Length):
 class Utf8Length(validate.Validator):
     """Length of the UTF-8 encoding, for payloads whose limit is in bytes (transit plaintext)."""
 
-    def __init__(self, min: int = 0, max: int | None = None) -> None:  # noqa: A002 - mirrors validate.Length
+    def __init__(self, min: int = 0, max: int | None = None) -> None:
         self.min, self.max = min, max
 
     def __call__(self, value: str) -> str:
@@ -102,5 +102,7 @@ class Pattern(validate.Regexp):
 
     def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
-            raise ValidationError(problem("string_pattern_mismatch", f"String should match pattern '{self.regex.pattern}'"))
+            raise ValidationError(
+                problem("string_pattern_mismatch", f"String should match pattern '{self.regex.pattern}'")
+            )
         return value

@@ -96,8 +96,13 @@ class CircuitBreaker:
     def _transition(self, to: State) -> None:
         if to is self._state:
             return
-        log.warning("circuit breaker %s: %s -> %s", self.service, self._state.label, to.label,
-                    extra={"service": self.service, "from_state": self._state.label, "to_state": to.label})
+        log.warning(
+            "circuit breaker %s: %s -> %s",
+            self.service,
+            self._state.label,
+            to.label,
+            extra={"service": self.service, "from_state": self._state.label, "to_state": to.label},
+        )
         self._state = to
         if to is State.CLOSED:
             self._failures = 0

@@ -109,8 +109,11 @@ class RateCounter:
                 results = await pipe.execute()
             totals = results[0::2]
         except Exception as exc:  # any failure: fall back, never fail the request
-            log.warning("rate limiter: Redis unavailable (%s); limiting in-process for %.0f s",
-                        type(exc).__name__, REDIS_RETRY_AFTER)
+            log.warning(
+                "rate limiter: Redis unavailable (%s); limiting in-process for %.0f s",
+                type(exc).__name__,
+                REDIS_RETRY_AFTER,
+            )
             self._skip_redis_until = self._clock() + REDIS_RETRY_AFTER
             totals = [self.local.incr(key, window, len(waiters)) for (window, key), waiters in batch.items()]
         for (_key, waiters), total in zip(batch.items(), totals, strict=True):

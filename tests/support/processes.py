@@ -20,7 +20,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    port: int, *, host: str = "127.0.0.1", timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
     """Poll until something accepts on host:port (bounded), failing early if `process` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,7 +44,10 @@ def gunicorn(env: Mapping[str, str], *, port: int | None = None, log_path: Path 
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(REPO / "conf" / "gunicorn.conf.py")],
-        cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, process=process)

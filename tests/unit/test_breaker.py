@@ -36,8 +36,13 @@ def test_opens_after_threshold_consecutive_failures_and_success_resets_the_count
 def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
     clock = Clock()
     transitions: list[tuple[str, State]] = []
-    breaker = CircuitBreaker("redis", failure_threshold=1, reset_timeout=60, clock=clock,
-                             on_transition=lambda name, to: transitions.append((name, to)))
+    breaker = CircuitBreaker(
+        "redis",
+        failure_threshold=1,
+        reset_timeout=60,
+        clock=clock,
+        on_transition=lambda name, to: transitions.append((name, to)),
+    )
     breaker.record_failure()
     clock.now += 59.5
     assert not breaker.try_acquire() and breaker.seconds_to_half_open() == pytest.approx(0.5)
@@ -54,13 +59,16 @@ def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
 
 
 def app_guard(**overrides):  # type: ignore[no-untyped-def]
-    app = build_app(Settings(circuit_breaker_failure_threshold=2, circuit_breaker_reset_timeout=30,
-                             backend_timeout=0.05, **overrides))
+    app = build_app(
+        Settings(
+            circuit_breaker_failure_threshold=2, circuit_breaker_reset_timeout=30, backend_timeout=0.05, **overrides
+        )
+    )
     return app, make_guard(app, "mysql", lambda exc: "unreachable" if isinstance(exc, ConnectionError) else None)
 
 
 async def test_guard_maps_failures_to_503_and_then_fails_fast_without_calling() -> None:
-    app, guard = app_guard()
+    _, guard = app_guard()
     calls = 0
 
     async def refused() -> None:
@@ -80,7 +88,7 @@ async def test_guard_maps_failures_to_503_and_then_fails_fast_without_calling() 
 
 
 async def test_guard_times_out_and_request_errors_count_as_success() -> None:
-    app, guard = app_guard()
+    _, guard = app_guard()
 
     async def hangs() -> None:
         await asyncio.sleep(10)

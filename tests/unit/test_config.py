@@ -24,11 +24,13 @@ def test_booleans_accept_the_contract_spellings(raw: str) -> None:
 
 
 def test_lists_networks_and_redis_nodes_are_parsed() -> None:
-    settings = Settings.from_env({
-        "CORS_ORIGINS": " http://a.example , http://b.example ,",
-        "TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
-        "REDIS_NODES": "127.0.0.1:7001, second=127.0.0.1:7002,127.0.0.1:7003",
-    })
+    settings = Settings.from_env(
+        {
+            "CORS_ORIGINS": " http://a.example , http://b.example ,",
+            "TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
+            "REDIS_NODES": "127.0.0.1:7001, second=127.0.0.1:7002,127.0.0.1:7003",
+        }
+    )
     assert settings.cors_origins == ("http://a.example", "http://b.example")
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.1/32"), ipaddress.ip_network("192.168.0.0/16"))
     assert [node.name for node in settings.redis_nodes] == ["redis-1", "second", "redis-3"]
@@ -54,6 +56,8 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 
 def test_secrets_stay_out_of_repr() -> None:
-    settings = Settings.from_env({"VAULT_TOKEN": "s.supersecret", "POSTGRES_PASSWORD": "pw-123", "REFAPI_API_KEYS": "k1"})
+    settings = Settings.from_env(
+        {"VAULT_TOKEN": "s.supersecret", "POSTGRES_PASSWORD": "pw-123", "REFAPI_API_KEYS": "k1"}
+    )
     text = repr(settings)
     assert "s.supersecret" not in text and "pw-123" not in text and "k1" not in text

@@ -5,8 +5,11 @@ from __future__ import annotations
 from tests.conftest import ClientFactory
 
 ALLOWED = "http://localhost:3000"
-PREFLIGHT = {"Origin": ALLOWED, "Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "Content-Type, X-API-Key"}
+PREFLIGHT = {
+    "Origin": ALLOWED,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "Content-Type, X-API-Key",
+}
 
 
 async def test_preflight_from_an_allowed_origin(client) -> None:  # type: ignore[no-untyped-def]

@@ -93,7 +93,11 @@ async def test_disallowed_content_type_is_415_with_the_allowed_list(make_client:
     body = await resp.json()
     assert_envelope(body, resp, 415, "UnsupportedMediaType")
     assert body["details"]["allowed_content_types"] == [
-        "application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "text/plain",
+    ]
 
 
 async def test_json_operation_rejects_other_allowed_types(make_client: ClientFactory) -> None:
@@ -106,7 +110,9 @@ async def test_json_operation_rejects_other_allowed_types(make_client: ClientFac
 
 async def test_content_type_media_type_is_case_insensitive(make_client: ClientFactory) -> None:
     client = await make_client(app_with_test_routes())
-    resp = await client.post("/test/echo", data=b'{"text": "hi"}', headers={"Content-Type": "Application/JSON; charset=UTF-8"})
+    resp = await client.post(
+        "/test/echo", data=b'{"text": "hi"}', headers={"Content-Type": "Application/JSON; charset=UTF-8"}
+    )
     assert resp.status == 200 and await resp.json() == {"text": "hi"}
 
 

@@ -23,11 +23,27 @@ async def test_one_access_line_per_request_with_contract_fields(client, capfd, c
     lines = access_lines(capfd.readouterr().out)
     assert len(lines) == 1
     line = lines[0]
-    assert set(line) == {"timestamp", "level", "logger", "message", "request_id", "method", "route", "path",
-                         "status", "duration_ms", "client_ip"}
+    assert set(line) == {
+        "timestamp",
+        "level",
+        "logger",
+        "message",
+        "request_id",
+        "method",
+        "route",
+        "path",
+        "status",
+        "duration_ms",
+        "client_ip",
+    }
     assert line["message"] == "request completed" and line["level"] == "INFO"
     assert (line["request_id"], line["method"], line["route"], line["path"], line["status"]) == (
-        "log-test-1", "GET", "/health/", "/health/", 200)
+        "log-test-1",
+        "GET",
+        "/health/",
+        "/health/",
+        200,
+    )
     assert line["timestamp"].endswith("Z") and len(line["timestamp"]) == 24
     assert line["client_ip"] == "127.0.0.1"
     assert "abc" not in json.dumps(line)
@@ -45,14 +61,24 @@ async def test_5xx_access_lines_are_errors_and_level_is_honoured(make_client, ca
 
 def test_transit_paths_are_redacted() -> None:
     assert loggable_path("/examples/vault/transit/encrypt/my-plaintext") == "/examples/vault/transit/encrypt/[REDACTED]"
-    assert loggable_path("/examples/vault/transit/decrypt/vault:v1:ab/cd==") == "/examples/vault/transit/decrypt/[REDACTED]"
+    assert (
+        loggable_path("/examples/vault/transit/decrypt/vault:v1:ab/cd==")
+        == "/examples/vault/transit/decrypt/[REDACTED]"
+    )
     assert loggable_path("/examples/vault/transit/encrypt") == "/examples/vault/transit/encrypt"
 
 
 def test_formatter_scrubs_url_credentials_and_carries_request_id() -> None:
-    record = logging.makeLogRecord({"name": "refapi.test", "levelname": "WARNING", "levelno": 30,
-                                    "msg": "connect to %s failed", "args": ("amqp://guest:s3cret@rabbit:5672/",),
-                                    "request_id": "rid-7"})
+    record = logging.makeLogRecord(
+        {
+            "name": "refapi.test",
+            "levelname": "WARNING",
+            "levelno": 30,
+            "msg": "connect to %s failed",
+            "args": ("amqp://guest:s3cret@rabbit:5672/",),
+            "request_id": "rid-7",
+        }
+    )
     line = json.loads(JsonFormatter().format(record))
     assert "s3cret" not in line["message"] and line["message"] == "connect to amqp://***@rabbit:5672/ failed"
     assert line["request_id"] == "rid-7" and line["level"] == "WARNING" and line["logger"] == "refapi.test"
