@@ -16,7 +16,7 @@ ACCESS_LOG = web.AppKey("access_log", "AccessLog")
 HTTP_SESSION = web.AppKey("http_session", "ClientSession")
 CREDENTIALS = web.AppKey("credentials", "CredentialStore")
 # Backend facades, set by each backend's cleanup context (refapi/backends/<name>.py).
-VAULT = web.AppKey("vault", object)
+VAULT = web.AppKey("vault", "VaultClient")
 POSTGRES = web.AppKey("postgres", object)
 MYSQL = web.AppKey("mysql", object)
 MONGODB = web.AppKey("mongodb", object)
