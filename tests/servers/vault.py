@@ -2298,7 +2298,7 @@ class VaultDouble:
         loop = asyncio.new_event_loop()
         try:
             server, listener = loop.run_until_complete(self._listen(sock))
-        except BaseException as exc:  # noqa: BLE001 - handed to start(), which re-raises it in its thread
+        except BaseException as exc:  # handed to start(), which re-raises it in the caller's thread
             failure.append(exc)
             sock.close()
             loop.close()
@@ -2338,7 +2338,7 @@ class VaultDouble:
             reply = outcome
         except VaultError as exc:
             reply = _Reply(exc.status, {"errors": exc.errors})
-        except Exception as exc:  # noqa: BLE001 - a bug in the double: answer like Vault's 500, keep serving
+        except Exception as exc:  # a bug in the double: answer like Vault's 500 and keep serving
             _LOG.exception("Vault double failed on %s %s", request.method, request.path)
             reply = _Reply(500, {"errors": [_multierror(f"internal error: {exc}")]})
         return _http_response(reply, head=request.method == "HEAD")
