@@ -57,6 +57,7 @@ _PAGE = """<!DOCTYPE html>
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>{title}</title>
   <link rel="icon" href="data:,">
+  <link rel="stylesheet" href="/static/docs.css">
 {head}</head>
 <body>
   <div id="{root}"></div>

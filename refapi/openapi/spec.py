@@ -6,14 +6,15 @@ import http
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import marshmallow
 import yaml
 from aiohttp import web
 from apispec import APISpec
-from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
+from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from marshmallow import Schema, fields
 
 import refapi
@@ -87,41 +88,50 @@ class _Converter(OpenAPIConverter):
     """apispec's converter with the fixes this document needs (see each method)."""
 
     def init_attribute_functions(self) -> None:
-        super().init_attribute_functions()
-        self.add_attribute_function(_nullable_enum)
-        self.add_attribute_function(_full_match_pattern)
+        super().init_attribute_functions()  # type: ignore[no-untyped-call]
+        self.add_attribute_function(_nullable_enum)  # type: ignore[no-untyped-call]
+        self.add_attribute_function(_full_match_pattern)  # type: ignore[no-untyped-call]
 
-    def dict2properties(self, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+    def dict2properties(self, field: fields.Field[Any], **kwargs: Any) -> dict[str, Any]:
         ret: dict[str, Any] = super().dict2properties(field, **kwargs)
         if ret.get("additionalProperties") == {}:
             del ret["additionalProperties"]  # an empty schema allows anything, as its absence does
         return ret
 
     def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
-        jsonschema: dict[str, Any] = super().schema2jsonschema(schema)
+        jsonschema: dict[str, Any] = super().schema2jsonschema(schema)  # type: ignore[no-untyped-call]
         # apispec drops additionalProperties when a schema's Meta has a description; keep the `unknown` policy.
-        instance = schema if isinstance(schema, Schema) else resolve_schema_cls(schema)()
+        instance = schema if isinstance(schema, Schema) else _schema_class(schema)()
         if instance.unknown != marshmallow.EXCLUDE:
             jsonschema["additionalProperties"] = instance.unknown == marshmallow.INCLUDE
         return jsonschema
 
 
-def _nullable_enum(self: OpenAPIConverter, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+def _nullable_enum(self: OpenAPIConverter, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
     # An enum given through metadata must list null itself, or a nullable field could never be null.
     if field.allow_none and "enum" in ret and None not in ret["enum"]:
         return {"enum": [*ret["enum"], None]}
     return {}
 
 
-def _full_match_pattern(self: OpenAPIConverter, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+def _full_match_pattern(
+    self: OpenAPIConverter, field: fields.Field[Any], ret: dict[str, Any], **_: Any
+) -> dict[str, Any]:
     # JSON Schema patterns search; refapi's Pattern must match the whole value, so anchor the documented one.
-    patterns = [v.regex.pattern for v in field.validators if isinstance(v, Pattern)]
+    patterns = [
+        v.regex.pattern for v in field.validators if isinstance(v, Pattern) and isinstance(v.regex.pattern, str)
+    ]
     if not patterns:
         return {}
     pattern = patterns[0]
     if not (pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")):
         pattern = f"^(?:{pattern})$"
     return {"pattern": pattern}
+
+
+def _schema_class(schema: type[Schema] | Schema) -> type[Schema]:
+    # apispec also accepts lists of schemas for some fields; an Operation only ever names one.
+    return cast("type[Schema]", resolve_schema_cls(schema))
 
 
 class _Plugin(MarshmallowPlugin):
@@ -135,7 +145,7 @@ class _ComponentNames:
         self._owners: dict[str, type[Schema]] = {}
 
     def __call__(self, schema: type[Schema] | Schema) -> str:
-        cls = resolve_schema_cls(schema)
+        cls = _schema_class(schema)
         name = cls.__name__.removesuffix("Schema") or cls.__name__
         owner = self._owners.setdefault(name, cls)
         if owner is not cls:
@@ -160,15 +170,16 @@ def generate_spec(app: web.Application | None = None) -> dict[str, Any]:
 def dump_spec(spec: Mapping[str, Any], fmt: str) -> str:
     """Serialize as YAML (block style, key order kept) or JSON (2-space indent), ending with a newline."""
     if fmt == "yaml":
-        return yaml.dump(
+        text: str = yaml.dump(
             spec, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120
         )
+        return text
     if fmt == "json":
         return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
     raise ValueError(f"unknown spec format {fmt!r}; use 'yaml' or 'json'")
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no type hints
     """Indents lists under their key, as hand-written OpenAPI documents usually are."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
@@ -236,7 +247,7 @@ class _Builder:
         if location == "path":
             for parameter in parameters:
                 parameter["required"] = True
-        return parameters
+        return [_parameter_order(parameter) for parameter in parameters]
 
     def response(self, op: Operation, status: int) -> dict[str, Any]:
         declared = op.responses.get(status)
@@ -305,6 +316,12 @@ def _statuses(op: Operation) -> set[int]:
     if op.api_key:
         statuses.add(401)
     return statuses
+
+
+def _parameter_order(parameter: dict[str, Any]) -> dict[str, Any]:
+    # The order people write parameters in; apispec's puts `required` after the schema.
+    first = [key for key in ("name", "in", "description", "required", "deprecated") if key in parameter]
+    return {key: parameter[key] for key in [*first, *(key for key in parameter if key not in first)]}
 
 
 def _template_names(template: str) -> set[str]:

@@ -61,13 +61,14 @@ class Contract:
     def response(self, method: str, path: str, status: int) -> tuple[str, str, dict[str, Any]]:
         """(template, JSON pointer, response object) documented for `status`, following a `$ref` to components."""
         template, operation = self.operation(method, path)
+        verb = "get" if method.upper() == "HEAD" else method.lower()
         responses = operation["responses"]
         if str(status) not in responses:
             raise AssertionError(
                 f"{method} {path} ({template}) answered {status}, which the spec does not document; "
                 f"documented: {', '.join(sorted(responses))}"
             )
-        pointer = f"/paths/{_escape(template)}/{('GET' if method.upper() == 'HEAD' else method).lower()}/responses/{status}"
+        pointer = f"/paths/{_escape(template)}/{verb}/responses/{status}"
         response = responses[str(status)]
         if "$ref" in response:
             pointer = response["$ref"].removeprefix("#")

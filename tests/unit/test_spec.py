@@ -71,7 +71,8 @@ def test_generated_document_is_valid_openapi_3_1(spec: dict[str, Any]) -> None:
 def test_every_operation_is_documented_and_every_documented_operation_is_routed(
     app: web.Application, spec: dict[str, Any]
 ) -> None:
-    routed, plain = set(), set()
+    routed: set[tuple[str, str]] = set()
+    plain: set[tuple[str, str]] = set()
     for route in app.router.routes():
         if route.method == "HEAD":
             continue
@@ -91,13 +92,13 @@ def test_every_error_status_answers_the_envelope_unless_the_operation_declares_i
     app: web.Application, spec: dict[str, Any]
 ) -> None:
     declared = {
-        (route.method.lower(), route.resource.canonical): op  # type: ignore[union-attr]
+        (route.method.lower(), route.resource.canonical): declaration  # type: ignore[union-attr]
         for route in app.router.routes()
-        if (op := operation_of(route.handler)) is not None
+        if (declaration := operation_of(route.handler)) is not None
     }
-    for method, path, op in operations(spec):
+    for method, path, documented in operations(spec):
         own = declared[(method, path)].responses
-        for status, response in op["responses"].items():
+        for status, response in documented["responses"].items():
             if int(status) < 400:
                 continue
             schema = resolve(spec, response)["content"]["application/json"]["schema"]
@@ -221,19 +222,63 @@ async def _plain(request: web.Request) -> web.Response:
 def sample_app(*, api_key: bool = True) -> web.Application:
     app = web.Application()
     get, post = app.router.add_get, app.router.add_post  # add_get also routes HEAD, which the spec leaves out
-    get("/items/{item_id}", operation(summary="Read", tags=("items",), path=ItemPath, query=Page,
-                                      responses={200: ItemSchema, 404: None}, operation_id="read")(_ok))
-    post("/items", operation(summary="Create", tags=("items",), body=ItemSchema, api_key=api_key,
-                             responses={201: ItemSchema, 503: None}, operation_id="create")(_ok))
-    get("/raw/{rest:.+}", operation(summary="Raw", tags=("raw",), path=RestPath, deprecated=True,
-                                    responses={200: None}, content_type="text/plain", operation_id="raw")(_ok))
-    get("/plain", operation(summary="Plain", tags=("items",), description="Cached.",
-                            responses={200: ItemSchema, 304: None}, headers={200: {"ETag": "Body hash"}},
-                            operation_id="plain")(_ok))
-    get("/things/{a}/{b}", operation(summary="Pair", tags=("things",), path=_pair(), responses={200: ChildSchema},
-                                     operation_id="pair")(_ok))
-    get("/things/fixed/{c}", operation(summary="Fixed", tags=("things",), path=_single("c"),
-                                       responses={200: ChildSchema}, operation_id="fixed")(_ok))
+    get(
+        "/items/{item_id}",
+        operation(
+            summary="Read",
+            tags=("items",),
+            path=ItemPath,
+            query=Page,
+            responses={200: ItemSchema, 404: None},
+            operation_id="read",
+        )(_ok),
+    )
+    post(
+        "/items",
+        operation(
+            summary="Create",
+            tags=("items",),
+            body=ItemSchema,
+            api_key=api_key,
+            responses={201: ItemSchema, 503: None},
+            operation_id="create",
+        )(_ok),
+    )
+    get(
+        "/raw/{rest:.+}",
+        operation(
+            summary="Raw",
+            tags=("raw",),
+            path=RestPath,
+            deprecated=True,
+            responses={200: None},
+            content_type="text/plain",
+            operation_id="raw",
+        )(_ok),
+    )
+    get(
+        "/plain",
+        operation(
+            summary="Plain",
+            tags=("items",),
+            description="Cached.",
+            responses={200: ItemSchema, 304: None},
+            headers={200: {"ETag": "Body hash"}},
+            operation_id="plain",
+        )(_ok),
+    )
+    get(
+        "/things/{a}/{b}",
+        operation(summary="Pair", tags=("things",), path=_pair(), responses={200: ChildSchema}, operation_id="pair")(
+            _ok
+        ),
+    )
+    get(
+        "/things/fixed/{c}",
+        operation(
+            summary="Fixed", tags=("things",), path=_single("c"), responses={200: ChildSchema}, operation_id="fixed"
+        )(_ok),
+    )
     get("/not-an-operation", _plain)
     return app
 
@@ -254,8 +299,14 @@ def sample() -> dict[str, Any]:
 def test_sample_document_is_valid_and_sorted(sample: dict[str, Any]) -> None:
     validate(sample, cls=OpenAPIV31SpecValidator)
     assert list(sample["paths"]) == sorted(sample["paths"])
-    assert list(sample["paths"]) == ["/items", "/items/{item_id}", "/plain", "/raw/{rest}", "/things/fixed/{c}",
-                                     "/things/{a}/{b}"]
+    assert list(sample["paths"]) == [
+        "/items",
+        "/items/{item_id}",
+        "/plain",
+        "/raw/{rest}",
+        "/things/fixed/{c}",
+        "/things/{a}/{b}",
+    ]
     assert all("head" not in item for item in sample["paths"].values())
     for kind, entries in sample["components"].items():
         assert list(entries) == sorted(entries), kind
@@ -268,10 +319,15 @@ def test_generation_is_deterministic() -> None:
 def test_parameters_come_from_the_path_and_query_schemas(sample: dict[str, Any]) -> None:
     read = sample["paths"]["/items/{item_id}"]["get"]
     assert read["parameters"] == [
-        {"in": "path", "name": "item_id", "required": True, "schema": {"type": "string"}},
-        {"in": "query", "name": "limit", "required": False,
-         "schema": {"type": "integer", "default": 10, "minimum": 1, "maximum": 100}},
+        {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "default": 10, "minimum": 1, "maximum": 100},
+        },
     ]
+    assert [list(parameter) for parameter in read["parameters"]] == [["name", "in", "required", "schema"]] * 2
     assert sorted(read["responses"]) == ["200", "404", "422", "429", "500"]
     raw = sample["paths"]["/raw/{rest}"]["get"]
     assert raw["deprecated"] is True
@@ -282,7 +338,8 @@ def test_parameters_come_from_the_path_and_query_schemas(sample: dict[str, Any])
 def test_body_and_api_key_add_their_statuses_and_security(sample: dict[str, Any]) -> None:
     create = sample["paths"]["/items"]["post"]
     assert create["requestBody"] == {
-        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}}
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Item"}}},
     }
     assert sorted(create["responses"]) == ["201", "400", "401", "413", "415", "422", "429", "500", "503"]
     assert create["security"] == [{"ApiKeyAuth": []}]
@@ -313,7 +370,10 @@ def test_error_responses_carry_request_id_rate_limit_and_retry_headers(sample: d
     for status in ("429", "503"):
         assert "Retry-After" in resolve(sample, responses[status])["headers"]
     assert set(resolve(sample, responses["500"])["headers"]) == {
-        "X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"
+        "X-Request-ID",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
     }
     assert sample["components"]["headers"]["X-RateLimit-Reset"]["schema"] == {"type": "integer", "minimum": 1}
 
@@ -337,8 +397,9 @@ def test_schema_fields_map_to_json_schema_2020_12(sample: dict[str, Any]) -> Non
 
 def test_duplicate_operation_ids_are_refused() -> None:
     app = sample_app()
-    app.router.add_route("DELETE", "/items", operation(summary="Again", tags=(), responses={200: None},
-                                                       operation_id="create")(_ok))
+    app.router.add_route(
+        "DELETE", "/items", operation(summary="Again", tags=(), responses={200: None}, operation_id="create")(_ok)
+    )
     with pytest.raises(ValueError, match="operationId 'create'"):
         generate_spec(app)
 
@@ -346,16 +407,16 @@ def test_duplicate_operation_ids_are_refused() -> None:
 def test_two_schemas_with_one_component_name_are_refused() -> None:
     other_item = type("Item", (Schema,), {"other": fields.String()})
     app = sample_app()
-    app.router.add_route("GET", "/other", operation(summary="Other", tags=(), responses={200: other_item},
-                                                    operation_id="other")(_ok))
+    app.router.add_route(
+        "GET", "/other", operation(summary="Other", tags=(), responses={200: other_item}, operation_id="other")(_ok)
+    )
     with pytest.raises(ValueError, match="component 'Item'"):
         generate_spec(app)
 
 
 def test_path_parameters_must_match_the_template() -> None:
     app = web.Application()
-    app.router.add_route("GET", "/x/{y}", operation(summary="X", tags=(), responses={200: None},
-                                                    operation_id="x")(_ok))
+    app.router.add_route("GET", "/x/{y}", operation(summary="X", tags=(), responses={200: None}, operation_id="x")(_ok))
     with pytest.raises(ValueError, match=r"GET /x/\{y\}"):
         generate_spec(app)
 
@@ -384,8 +445,13 @@ def test_helper_accepts_a_documented_body_and_rejects_others() -> None:
 
 
 def test_helper_validates_error_envelopes_through_component_references() -> None:
-    envelope = {"error": "RateLimitExceeded", "message": "Rate limit exceeded", "status_code": 429,
-                "request_id": "r", "details": {"scope": "general", "limit": 100}}
+    envelope = {
+        "error": "RateLimitExceeded",
+        "message": "Rate limit exceeded",
+        "status_code": 429,
+        "request_id": "r",
+        "details": {"scope": "general", "limit": 100},
+    }
     assert_matches_spec("GET", "/", 429, envelope, {"X-Request-ID": "r", "Retry-After": "3"})
     with pytest.raises(AssertionError, match="request_id"):
         assert_matches_spec("GET", "/", 429, {k: v for k, v in envelope.items() if k != "request_id"})
@@ -404,8 +470,16 @@ def test_helper_fails_clearly_on_undocumented_statuses_paths_and_missing_headers
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/raw/a"), ("GET", "/raw/a/b/c"), ("GET", "/things/fixed/z"), ("GET", "/things/other/z"),
-     ("GET", "/things/fixed/z/extra"), ("HEAD", "/items/7"), ("POST", "/items"), ("GET", "/items")],
+    [
+        ("GET", "/raw/a"),
+        ("GET", "/raw/a/b/c"),
+        ("GET", "/things/fixed/z"),
+        ("GET", "/things/other/z"),
+        ("GET", "/things/fixed/z/extra"),
+        ("HEAD", "/items/7"),
+        ("POST", "/items"),
+        ("GET", "/items"),
+    ],
 )
 async def test_helper_picks_the_operation_aiohttp_routes_to(method: str, path: str) -> None:
     app = sample_app()
