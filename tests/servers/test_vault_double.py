@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
 import select
@@ -71,7 +72,7 @@ async def call(
     sent = {"X-Vault-Token": token} if token else {}
     async with http.request(method, f"/v1/{path}", headers={**sent, **(headers or {})}, **kwargs) as response:
         text = await response.text()
-        return response.status, (await response.json() if text else None)
+        return response.status, (json.loads(text) if text else None)
 
 
 # --- sys/health and routing ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -77,7 +77,7 @@ def _not_found() -> VaultError:
     return VaultError(404)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Reply:
     """One HTTP answer: a JSON body (None for 204) or raw bytes with their content type."""
 
@@ -246,12 +246,11 @@ class _Mount:
     options: dict[str, str] | None = None
     default_lease_ttl: int = 0
     max_lease_ttl: int = 0
-    local: bool = False
-    accessor: str = ""
-    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    accessor: str = field(init=False)
+    uuid: str = field(init=False, default_factory=lambda: str(uuid.uuid4()))
 
     def __post_init__(self) -> None:
-        self.accessor = self.accessor or f"{self.type}_{secrets.token_hex(4)}"
+        self.accessor = f"{self.type}_{secrets.token_hex(4)}"
 
     @property
     def default_ttl(self) -> int:
@@ -271,7 +270,7 @@ class _Mount:
             },
             "description": self.description,
             "external_entropy_access": False,
-            "local": self.local,
+            "local": False,
             "options": self.options,
             "plugin_version": "",
             "running_plugin_version": f"v{VAULT_VERSION}+builtin.vault",
@@ -691,11 +690,15 @@ class _AppRoleBackend(_Backend):
 
     def write_role(self, name: str, params: JSON) -> _AppRole:
         name = name.lower()
-        role = self.roles.get(name) or _AppRole(name=name, role_id=str(uuid.uuid4()))
+        existing = self.roles.get(name)
+        # Work on a copy so a rejected update leaves the stored role untouched.
+        role = replace(existing) if existing else _AppRole(name=name, role_id=str(uuid.uuid4()))
         if "role_id" in params:
             role_id = str(params["role_id"]).strip()
             if not role_id:
                 raise _bad("missing role_id")
+            if any(other.role_id == role_id for other in self.roles.values() if other.name != name):
+                raise _bad("role_id already in use")
             role.role_id = role_id
         if "bind_secret_id" in params:
             role.bind_secret_id = _boolean(params["bind_secret_id"], "bind_secret_id")
@@ -1656,10 +1659,6 @@ class _PKI(_Backend):
         self.roles[name] = role
         return role
 
-    def generate_root(self, common_name: str, ttl: int, key_type: str = "rsa", key_bits: int = 2048) -> _CA:
-        self.ca = _make_ca(common_name, _generate_key(key_type, key_bits), ttl, None)
-        return self.ca
-
     # -- fetches -------------------------------------------------------------------------------
 
     def _issuer(self) -> _CA:
@@ -1907,7 +1906,6 @@ def _bundle(certificate: x509.Certificate, key: PrivateKey, ca: _CA, output: str
 # --------------------------------------------------------------------------------------------------
 
 _ENGINES: dict[str, Callable[[], _Backend]] = {"transit": _Transit, "pki": _PKI}
-_DESCRIPTIONS = {"kv": "key/value secret storage", "transit": "", "pki": ""}
 _RESERVED = ("sys/", "auth/", "cubbyhole/", "identity/")
 
 
@@ -2030,20 +2028,9 @@ class _Core:
         self.cluster_id = str(uuid.uuid4())
         self.tokens = _TokenStore(root_token)
         self.approle = _AppRoleBackend(self.tokens)
-        self.mounts: dict[str, _Mount] = {}
-        for mount in (
-            _Mount("sys/", "system", _System(self), "system endpoints used for control, policy and debugging"),
-            _Mount("auth/token/", "token", self.tokens, "token based credentials"),
-            _Mount("auth/approle/", "approle", self.approle),
-            _Mount("secret/", "kv", _KVv2(), _DESCRIPTIONS["kv"], {"version": "2"}),
-            _Mount("transit/", "transit", _Transit()),
-            _Mount("pki/", "pki", _PKI(), max_lease_ttl=87600 * 3600),
-            _Mount("pki_int/", "pki", _PKI(), max_lease_ttl=43800 * 3600),
-        ):
-            self.mounts[mount.path] = mount
-        root = self.pki("pki").generate_root("refapi Root CA", 87600 * 3600)
-        intermediate = self.pki("pki_int")
-        intermediate.ca = _make_ca("refapi Intermediate CA", _generate_key("rsa", 2048), 43800 * 3600, root)
+        root, intermediate = _PKI(), _PKI()
+        root.ca = _make_ca("refapi Root CA", _generate_key("rsa", 2048), 87600 * 3600, None)
+        intermediate.ca = _make_ca("refapi Intermediate CA", _generate_key("rsa", 2048), 43800 * 3600, root.ca)
         intermediate.write_role(
             "refapi",
             {
@@ -2055,11 +2042,18 @@ class _Core:
                 "max_ttl": "8760h",
             },
         )
-
-    def pki(self, mount: str) -> _PKI:
-        backend = self.mounts[mount.strip("/") + "/"].backend
-        assert isinstance(backend, _PKI)
-        return backend
+        self.mounts: dict[str, _Mount] = {
+            mount.path: mount
+            for mount in (
+                _Mount("sys/", "system", _System(self), "system endpoints used for control, policy and debugging"),
+                _Mount("auth/token/", "token", self.tokens, "token based credentials"),
+                _Mount("auth/approle/", "approle", self.approle),
+                _Mount("secret/", "kv", _KVv2(), "key/value secret storage", {"version": "2"}),
+                _Mount("transit/", "transit", _Transit()),
+                _Mount("pki/", "pki", root, max_lease_ttl=87600 * 3600),
+                _Mount("pki_int/", "pki", intermediate, max_lease_ttl=43800 * 3600),
+            )
+        }
 
     def kv2(self, mount: str) -> _KVv2:
         entry = self.mounts.get(mount.strip("/") + "/")
