@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
@@ -19,7 +20,7 @@ from marshmallow import Schema, fields
 
 import refapi
 from refapi.api.meta import DESCRIPTION
-from refapi.openapi.fields import Pattern
+from refapi.openapi.fields import Pattern, Utf8Length
 from refapi.openapi.operation import JSON_TYPE, Operation, operation_of
 
 __all__ = ["ErrorResponse", "dump_spec", "generate_spec"]
@@ -98,8 +99,25 @@ class _Converter(OpenAPIConverter):
             del ret["additionalProperties"]  # an empty schema allows anything, as its absence does
         return ret
 
+    def field2range(self, field: fields.Field[Any], ret: dict[str, Any]) -> dict[str, Any]:
+        limits = [v for v in field.validators if isinstance(v, Utf8Length)]
+        if not limits:
+            return super().field2range(field, ret)
+        # apispec would take a byte limit for a range (x-minimum/x-maximum). A code point is 1 to 4 bytes in
+        # UTF-8, so document the code-point bounds every valid value keeps; the exact rule is the description's.
+        out: dict[str, Any] = {}
+        low = max(v.min for v in limits)
+        if low > 0:
+            out["minLength"] = math.ceil(low / 4)
+        highs = [v.max for v in limits if v.max is not None]
+        if highs:
+            out["maxLength"] = min(highs)
+        return out
+
     def schema2jsonschema(self, schema: Any) -> dict[str, Any]:
         jsonschema: dict[str, Any] = super().schema2jsonschema(schema)  # type: ignore[no-untyped-call]
+        if not jsonschema.get("properties"):
+            jsonschema.pop("properties", None)  # a schema of free-form keys declares none
         # apispec drops additionalProperties when a schema's Meta has a description; keep the `unknown` policy.
         instance = schema if isinstance(schema, Schema) else _schema_class(schema)()
         if instance.unknown != marshmallow.EXCLUDE:
@@ -124,7 +142,9 @@ def _full_match_pattern(
     if not patterns:
         return {}
     pattern = patterns[0]
-    if not (pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")):
+    # `^...$` already is a full match, unless a top-level `|` splits it; keep the contract's spelling then.
+    anchored = pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")
+    if not anchored or "|" in pattern:
         pattern = f"^(?:{pattern})$"
     return {"pattern": pattern}
 
@@ -187,6 +207,8 @@ class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no type hi
 
 
 class _Builder:
+    """One document: apispec's spec plus what this builder has registered in its components."""
+
     def __init__(self) -> None:
         self.spec = APISpec(
             title="refapi",
@@ -202,7 +224,11 @@ class _Builder:
     def build(self, app: web.Application) -> dict[str, Any]:
         by_path: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         seen_ids: dict[str, str] = {}
-        for method, template, op in sorted(_operations(app), key=lambda item: (item[1], _method_rank(item[0]))):
+        found = list(_operations(app))
+        # Tags in route-table order (app.py registers the areas in the contract's order), so the docs pages
+        # group operations the way the contract reads rather than by first path alphabetically.
+        tags = dict.fromkeys(tag for _, _, op in found for tag in op.tags)
+        for method, template, op in sorted(found, key=lambda item: (item[1], _method_rank(item[0]))):
             where = f"{method.upper()} {template}"
             if op.operation_id in seen_ids:
                 raise ValueError(f"operationId {op.operation_id!r} is used by {seen_ids[op.operation_id]} and {where}")
@@ -212,7 +238,7 @@ class _Builder:
             self.spec.components.security_scheme(API_KEY_SCHEME, dict(API_KEY_SECURITY_SCHEME))
         for template, operations in by_path.items():
             self.spec.path(path=template, operations=operations)
-        return _ordered(self.spec.to_dict())
+        return _ordered({**self.spec.to_dict(), "tags": [{"name": tag} for tag in tags]})
 
     def operation(self, where: str, template: str, op: Operation) -> dict[str, Any]:
         declared = _template_names(template)
@@ -344,6 +370,7 @@ def _ordered(document: dict[str, Any]) -> dict[str, Any]:
     return {
         "openapi": document["openapi"],
         "info": {key: info[key] for key in ("title", "version", "description")},
+        "tags": document["tags"],
         "paths": document.get("paths", {}),
         "components": ordered_components,
     }

@@ -240,25 +240,34 @@ async def assert_clean(page: Page) -> None:
     assert page.exceptions() == []
 
 
-def documented_operations() -> tuple[set[tuple[str, str]], set[str]]:
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
     spec = generate_spec()
-    ops = [(method.upper(), path, op) for path, item in spec["paths"].items() for method, op in item.items()]
+    return [(method.upper(), path, op) for path, item in spec["paths"].items() for method, op in item.items()]
+
+
+def documented_operations() -> tuple[set[tuple[str, str]], set[str]]:
+    ops = operations()
     return {(method, path) for method, path, _ in ops}, {op["operationId"] for _, _, op in ops}
 
 
 async def test_swagger_ui_lists_every_operation_from_local_assets(server: TestServer, tmp_path: Path) -> None:
     origin = f"http://127.0.0.1:{server.port}"
     expected, _ = documented_operations()
+    # Deprecated operations get another path class, so find the path by its data attribute.
     rendered = (
-        "(() => { const blocks = [...document.querySelectorAll('.opblock')];"
-        " return blocks.length && blocks.map(b => [b.querySelector('.opblock-summary-method').textContent,"
-        " b.querySelector('.opblock-summary-path').dataset.path]); })()"
+        "(() => { const blocks = [...document.querySelectorAll('.opblock')]"
+        ".map(b => [b.querySelector('.opblock-summary-method'), b.querySelector('.opblock-summary [data-path]')]);"
+        " return blocks.length > 0 && blocks.every(([m, p]) => m && p)"
+        " && blocks.map(([m, p]) => [m.textContent, p.dataset.path]); })()"
     )
     async with chromium(tmp_path) as page:
         shown = await load(page, f"{origin}/docs", rendered, "Swagger UI to list the operations")
         await page.screenshot(ARTIFACTS / "docs.png")
         assert {(method, path) for method, path in shown} == expected
         assert ("GET", "/health/") in expected
+        assert await page.evaluate("document.querySelectorAll('.opblock-deprecated').length") == sum(
+            1 for _, _, op in operations() if op.get("deprecated")
+        )
         assert_stayed_local(page, origin)
         assert f"{origin}/openapi.json" in page.requested_urls()
         await assert_clean(page)

@@ -18,7 +18,7 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from refapi.app import build_app
 from refapi.config import Settings
 from refapi.openapi import docs
-from refapi.openapi.fields import Length, Pattern, QueryInt, Range, Str
+from refapi.openapi.fields import Length, Pattern, QueryInt, Range, Str, Utf8Length
 from refapi.openapi.operation import Input, json_response, operation, operation_of
 from refapi.openapi.spec import dump_spec, generate_spec
 from tests.support.contract import Contract, assert_matches_spec, checked, contract
@@ -191,6 +191,9 @@ class ChildSchema(Schema):
 class ItemSchema(Schema):
     name = Str(required=True, validate=[Length(1, 10), Pattern("[a-z]+")])
     code = Str(validate=Pattern("^[A-Z]{2}$"))
+    answer = Str(validate=Pattern("^yes|no$"))
+    text = Str(validate=Utf8Length(1, 1024))
+    padded = Str(validate=Utf8Length(9))
     note = fields.String(allow_none=True)
     kind = fields.String(allow_none=True, metadata={"enum": ["a", "b"]})
     colour = fields.String(metadata={"enum": ["red"]})
@@ -308,6 +311,7 @@ def test_sample_document_is_valid_and_sorted(sample: dict[str, Any]) -> None:
         "/things/{a}/{b}",
     ]
     assert all("head" not in item for item in sample["paths"].values())
+    assert sample["tags"] == [{"name": "items"}, {"name": "raw"}, {"name": "things"}]  # as first routed
     for kind, entries in sample["components"].items():
         assert list(entries) == sorted(entries), kind
 
@@ -387,6 +391,9 @@ def test_schema_fields_map_to_json_schema_2020_12(sample: dict[str, Any]) -> Non
     assert item["required"] == ["name"]
     assert props["name"] == {"type": "string", "minLength": 1, "maxLength": 10, "pattern": "^(?:[a-z]+)$"}
     assert props["code"]["pattern"] == "^[A-Z]{2}$"
+    assert props["answer"]["pattern"] == "^(?:^yes|no$)$"
+    assert props["text"] == {"type": "string", "minLength": 1, "maxLength": 1024}  # code points, 1-4 bytes each
+    assert props["padded"] == {"type": "string", "minLength": 3}
     assert props["note"] == {"type": ["string", "null"]}
     assert props["kind"] == {"type": ["string", "null"], "enum": ["a", "b", None]}
     assert props["colour"] == {"type": "string", "enum": ["red"]}
@@ -495,3 +502,20 @@ async def test_helper_picks_the_operation_aiohttp_routes_to(method: str, path: s
 
 def test_contract_is_built_once_per_session() -> None:
     assert contract() is contract()
+
+
+def test_free_form_objects_declare_no_properties() -> None:
+    class Free(Schema):
+        class Meta:
+            unknown = "include"
+            description = "Any keys"
+
+    app = web.Application()
+    app.router.add_post(
+        "/free", operation(summary="Free", tags=(), body=Free, responses={200: None}, operation_id="free")(_ok)
+    )
+    assert generate_spec(app)["components"]["schemas"]["Free"] == {
+        "type": "object",
+        "description": "Any keys",
+        "additionalProperties": True,
+    }
