@@ -141,7 +141,7 @@ class TcpProxy:
         if self._thread is not None:
             raise RuntimeError(f"{self!r} is already running")
         ready = threading.Event()
-        failure: list[OSError] = []
+        failure: list[Exception] = []
         thread = threading.Thread(
             target=lambda: asyncio.run(self._serve(ready, failure)),
             name=f"TcpProxy->{self._target_host}:{self._target_port}",
@@ -226,12 +226,12 @@ class TcpProxy:
 
     # -- everything below runs on the proxy thread ------------------------------------------------
 
-    async def _serve(self, ready: threading.Event, failure: list[OSError]) -> None:
+    async def _serve(self, ready: threading.Event, failure: list[Exception]) -> None:
         stop_requested = asyncio.Event()
         try:
             server = await asyncio.start_server(self._accept, self._host, self._port)
             self._port = server.sockets[0].getsockname()[1]
-        except OSError as exc:
+        except Exception as exc:  # any startup error: start() re-raises it on the caller's thread
             failure.append(exc)
             return
         finally:
@@ -248,7 +248,9 @@ class TcpProxy:
             with self._lock:
                 self._loop = None
             server.close()
-            await self._cut_all()
+            # Connections the listener accepted in its last moments register while we cut.
+            while self._connections:
+                await self._cut_all()
             await server.wait_closed()
 
     def _announce_mode_change(self) -> None:
@@ -260,6 +262,8 @@ class TcpProxy:
         tasks = []
         for connection in list(self._connections):
             connection.reset()
+            # Deregister here too: a task cancelled before its first step never runs its finally.
+            self._connections.discard(connection)
             if connection.task is not None:
                 connection.task.cancel()
                 tasks.append(connection.task)
