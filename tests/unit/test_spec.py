@@ -126,6 +126,7 @@ async def test_root_and_health_bodies_match_the_spec(client: TestClient[Any, web
     root = await checked(await client.get("/"))
     assert root["name"] == "refapi"
     assert await checked(await client.get("/health/")) == {"status": "ok"}
+    assert await checked(await client.head("/health/")) is None  # HEAD: GET's documented status, no body
 
 
 # --- served document and docs pages ---------------------------------------------------------------------------
