@@ -25,7 +25,7 @@ from cryptography import x509
 
 from refapi import errors, keys
 from refapi.api.health import register_check
-from refapi.backends.credentials import CredentialStore
+from refapi.backends.credentials import CredentialStore, SecretReader
 from refapi.config import Settings
 from refapi.resilience.guard import make_guard
 
@@ -600,19 +600,25 @@ async def _vault_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+def secret_reader(app: web.Application) -> SecretReader:
+    """The credential store's source: the latest data of a KV secret through the worker's client."""
+
+    async def read(name: str) -> Mapping[str, Any] | None:
+        client: VaultClient = app[keys.VAULT]
+        return await client.read_secret_or_none(name)
+
+    return read
+
+
 def setup(app: web.Application) -> None:
     """Register the cleanup context, guard, health check and the credential store fed by Vault."""
     settings = app[keys.SETTINGS]
-
-    async def read_secret(name: str) -> Mapping[str, Any] | None:
-        client: VaultClient = app[keys.VAULT]
-        return await client.read_secret_or_none(name)
 
     async def check() -> dict[str, Any]:
         client: VaultClient = app[keys.VAULT]
         return await client.health()
 
-    app[keys.CREDENTIALS] = CredentialStore(settings, read_secret if is_configured(settings) else None)
+    app[keys.CREDENTIALS] = CredentialStore(settings, secret_reader(app) if is_configured(settings) else None)
     make_guard(app, SERVICE, classify)
     register_check(app, SERVICE, check)
     app.cleanup_ctx.append(_vault_ctx)
