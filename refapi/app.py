@@ -17,6 +17,7 @@ from refapi.config import Settings
 from refapi.logs import AccessLog
 from refapi.metrics import Metrics
 from refapi.middlewares.auth import auth_middleware
+from refapi.middlewares.cache import cache_middleware
 from refapi.middlewares.cors import cors_middleware
 from refapi.middlewares.errors import errors_middleware
 from refapi.middlewares.limits import limits_middleware
@@ -62,7 +63,7 @@ def build_app(settings: Settings) -> web.Application:
     if settings.rate_limit_enabled:
         counter = RateCounter(lambda: redis_client(app))
         chain.append(rate_limit_middleware(counter, settings))
-    chain += [errors_middleware(), auth_middleware(), limits_middleware()]
+    chain += [errors_middleware(), auth_middleware(), limits_middleware(), cache_middleware()]
     app = web.Application(
         middlewares=chain,
         client_max_size=settings.max_request_size,
