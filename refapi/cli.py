@@ -95,14 +95,22 @@ async def serve(settings: Settings) -> int:
 
 
 async def _start_https(runner: web.AppRunner, settings: Settings) -> None:
-    if not (settings.tls_cert_file and settings.tls_key_file):
-        # Issuing from Vault PKI is the TLS module's job; without files and without it, HTTP keeps serving.
-        log.error("TLS enabled but TLS_CERT_FILE/TLS_KEY_FILE are not set; serving HTTP only")
-        return
-    try:
-        context = tls_context(settings.tls_cert_file, settings.tls_key_file)
-    except (OSError, ssl.SSLError) as exc:
-        log.error("cannot load the TLS certificate, serving HTTP only: %s", type(exc).__name__)
-        return
+    if settings.tls_cert_file and settings.tls_key_file:
+        try:
+            context = tls_context(settings.tls_cert_file, settings.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("cannot load the TLS certificate, serving HTTP only: %s", type(exc).__name__)
+            return
+    else:
+        from refapi import keys
+
+        # No files: a certificate from Vault PKI, re-issued in the background on this same context.
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        vault = runner.app.get(keys.VAULT)
+        if vault is None or not await vault.keep_tls_certificate(context):
+            log.error("TLS enabled but no certificate (TLS_CERT_FILE/TLS_KEY_FILE unset, Vault PKI unavailable); "
+                      "serving HTTP only")
+            return
     await web.TCPSite(runner, settings.bind_host, settings.https_port, ssl_context=context).start()
     log.info("serving HTTPS", extra={"port": settings.https_port})

@@ -36,6 +36,8 @@ TRANSIT_KEY_TYPE = "aes256-gcm96"
 # Pause before retrying token maintenance or certificate issuance after a failure.
 RETRY_DELAY = 10.0
 CERTIFICATE_RETRY_DELAY = 60.0
+# Never re-issue more often than this, even if PKI hands out certificates that are almost expired.
+MIN_REISSUE_DELAY = 1.0
 # AppRole id files in VAULT_APPROLE_DIR: Vault Agent writes role-id/secret-id, other tools the underscore form.
 _ROLE_ID_FILES = ("role-id", "role_id")
 _SECRET_ID_FILES = ("secret-id", "secret_id")
@@ -305,12 +307,15 @@ class VaultClient:
         return True
 
     async def _renew_certificate(self, context: ssl.SSLContext, certificate: IssuedCertificate) -> None:
+        issued_at = time.time()
         while True:
-            lifetime = (certificate.not_after - certificate.not_before).total_seconds()
-            renew_at = certificate.not_after.timestamp() - lifetime / 3
-            await asyncio.sleep(max(0.0, renew_at - time.time()))
+            # The lifetime counts from issuance: PKI backdates not_before (30 s in Vault) against clock skew.
+            expires = certificate.not_after.timestamp()
+            renew_at = expires - (expires - max(issued_at, certificate.not_before.timestamp())) / 3
+            await asyncio.sleep(max(MIN_REISSUE_DELAY, renew_at - time.time()))
             try:
                 certificate = await self.issue_certificate()
+                issued_at = time.time()
                 # New handshakes use the new certificate; established connections keep theirs.
                 await _load_certificate(context, certificate)
             except Exception as exc:  # keep the current certificate and try again shortly
