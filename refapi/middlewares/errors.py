@@ -14,6 +14,7 @@ log = logging.getLogger("refapi.errors")
 
 _BY_STATUS: dict[int, type[errors.ApiError]] = {
     400: errors.BadRequest,
+    403: errors.NotFound,  # aiohttp's static handler forbids listing a folder: to a client it is not there
     404: errors.NotFound,
 }
 

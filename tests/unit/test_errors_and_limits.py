@@ -170,3 +170,8 @@ async def test_body_problems(make_client: ClientFactory, payload: bytes, kind: s
     body = await resp.json()
     assert resp.status == 422
     assert [problem["type"] for problem in body["details"]["validation_errors"]] == [kind]
+
+
+async def test_a_static_folder_is_not_found_not_forbidden(client) -> None:  # type: ignore[no-untyped-def]
+    resp = await client.get("/static/")
+    assert_envelope(await resp.json(), resp, 404, "NotFound")
