@@ -144,7 +144,7 @@ class App:
         """The app's access log line for `request_id`, if it has been written yet."""
         for line in self.log_path.read_text(errors="replace").splitlines():
             if request_id in line:
-                record = json.loads(line)
+                record: dict[str, object] = json.loads(line)
                 if record.get("logger") == "refapi.access" and record.get("request_id") == request_id:
                     return record
         return None

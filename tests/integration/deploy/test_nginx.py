@@ -64,9 +64,7 @@ def s_client(nginx: Nginx, tls_dir: Path, *options: str) -> subprocess.Completed
     )  # fmt: skip
 
 
-async def test_https_verifies_against_the_ca_chain_and_reaches_the_app(
-    nginx: Nginx, app: App, tls_dir: Path
-) -> None:
+async def test_https_verifies_against_the_ca_chain_and_reaches_the_app(nginx: Nginx, app: App, tls_dir: Path) -> None:
     request_id = f"deploy-{uuid.uuid4()}"
     headers = {"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.5"}
     async with aiohttp.ClientSession() as session:
@@ -96,10 +94,10 @@ async def test_nginx_request_id_reaches_the_app_when_the_client_sends_no_valid_o
     nginx: Nginx, app: App, incoming: str | None
 ) -> None:
     headers = {} if incoming is None else {"X-Request-ID": incoming}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{nginx.http_port}/health/live", headers=headers) as resp:
-            assert resp.status == 200
-            request_id = resp.headers["X-Request-ID"]
+    url = f"http://127.0.0.1:{nginx.http_port}/health/live"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        assert resp.status == 200
+        request_id = resp.headers["X-Request-ID"]
     assert request_id != incoming
     # One id for the request everywhere: nginx's log line, the app's log line and the response.
     await poll(lambda: access_line(nginx, request_id), "nginx's access line with the response's id")
@@ -107,12 +105,12 @@ async def test_nginx_request_id_reaches_the_app_when_the_client_sends_no_valid_o
 
 
 async def test_plain_http_port_serves_the_app(nginx: Nginx) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{nginx.http_port}/health/live") as resp:
-            assert resp.status == 200
-            assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
-            assert await resp.json() == {"status": "ok"}
-            assert "Strict-Transport-Security" not in resp.headers
+    url = f"http://127.0.0.1:{nginx.http_port}/health/live"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await resp.json() == {"status": "ok"}
+        assert "Strict-Transport-Security" not in resp.headers
 
 
 def test_tls_1_1_is_refused(nginx: Nginx, tls_dir: Path) -> None:
@@ -223,9 +221,7 @@ async def test_renewal_reissues_and_reloads_without_failing_requests(
         await poll(lambda: len(statuses) >= 5, "requests before the renewal")
         # --renew-before 1: renew now, as the timer does once a third of the lifetime is left.
         reload_cmd = shlex.join([*instance.command, "-s", "reload"])
-        renewed = await asyncio.to_thread(
-            issue_cert, vault, own_tls, "--renew-before", "1", "--reload-cmd", reload_cmd
-        )
+        renewed = await asyncio.to_thread(issue_cert, vault, own_tls, "--renew-before", "1", "--reload-cmd", reload_cmd)
         assert renewed.returncode == 0, renewed.stderr
 
         async def new_serial_served() -> bool:
