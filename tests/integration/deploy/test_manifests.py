@@ -206,3 +206,12 @@ def test_service_and_scaling_target_the_deployment() -> None:
     target = by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_env_example_names_only_contract_settings_with_valid_values() -> None:
+    lines = (REPO / "conf" / "refapi.env.example").read_text(encoding="utf-8").splitlines()
+    # Commented-out lines show defaults; they must be valid settings too, so uncommenting one never breaks startup.
+    entries = [line.lstrip("# ") for line in lines if re.match(r"^(# )?[A-Z][A-Z0-9_]*=", line)]
+    pairs = dict(entry.split("=", 1) for entry in entries)
+    assert set(pairs) <= contract_names(), set(pairs) - contract_names()
+    Settings.from_env(pairs)
