@@ -26,12 +26,21 @@ def _not_reserved(value: str) -> None:
         raise ValidationError(problem("reserved_name", f"Queue names starting with '{RESERVED_PREFIX}' are reserved"))
 
 
-def _queue_name(*, writable: bool, description: str) -> Str:
-    """Q: 1-100 characters of the pattern; `writable` adds the amq. rule of publish and consume."""
+class QueueName(Str):
+    """Q: 1-100 characters of the pattern. Only the first rule a name breaks is reported (an empty name is
+    too short, not also a pattern mismatch); the rules stay separate validators so the spec documents them."""
+
+    def _validate(self, value: Any) -> None:
+        for rule in self.validators:
+            rule(value)
+
+
+def _queue_name(*, writable: bool, description: str) -> QueueName:
+    """`writable` adds the amq. rule that publish and consume apply."""
     rules: list[Any] = [Length(min=1, max=100), Pattern(QUEUE_PATTERN)]
     if writable:
         rules.append(_not_reserved)
-    return Str(required=True, validate=rules, metadata={"description": description})
+    return QueueName(required=True, validate=rules, metadata={"description": description})
 
 
 class PublishQuery(Schema):

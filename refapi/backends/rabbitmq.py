@@ -23,7 +23,7 @@ from aio_pika.exceptions import (
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
 )
-from aiohttp import BasicAuth, ClientConnectionError, ClientError, ClientSession, web
+from aiohttp import ClientConnectionError, ClientError, ClientSession, encode_basic_auth, web
 from aiormq.exceptions import ConnectionNotAllowed
 from yarl import URL
 
@@ -184,7 +184,7 @@ class RabbitMQ:
             async with self._http.get(
                 url,
                 params={"columns": MANAGEMENT_COLUMNS},
-                auth=BasicAuth(credentials["user"], credentials["password"]),
+                headers={"Authorization": encode_basic_auth(credentials["user"], credentials["password"])},
             ) as response:
                 if response.status == 401:
                     self._check_credentials()
