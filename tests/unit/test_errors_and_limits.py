@@ -10,10 +10,9 @@ from aiohttp import web
 from marshmallow import Schema
 
 from refapi.app import build_app
-from refapi.config import Settings
 from refapi.openapi.fields import Length, Str
 from refapi.openapi.operation import Input, json_response, operation
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, offline_settings
 
 ENVELOPE_KEYS = {"error", "message", "status_code", "request_id"}
 seen_bodies: list[Any] = []
@@ -40,7 +39,7 @@ async def explode(request: web.Request) -> web.Response:
 
 
 def app_with_test_routes(**overrides: Any) -> web.Application:
-    app = build_app(Settings(**overrides))
+    app = build_app(offline_settings(**overrides))
     app.router.add_post("/test/echo", echo)
     app.router.add_post("/test/raw", read_raw)
     app.router.add_get("/test/explode", explode)

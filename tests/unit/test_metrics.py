@@ -5,8 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from refapi.app import build_app
-from refapi.config import Settings
-from tests.conftest import ClientFactory
+from tests.conftest import ClientFactory, offline_settings
 
 
 async def by_key(request: web.Request) -> web.Response:
@@ -25,7 +24,7 @@ def sample(text: str, metric: str, **labels: str) -> float | None:
 
 
 async def test_two_paths_of_one_template_share_one_label_set(make_client: ClientFactory) -> None:
-    app = build_app(Settings())
+    app = build_app(offline_settings())
     app.router.add_get("/things/{key}", by_key)
     client = await make_client(app)
     await client.get("/things/alpha")
