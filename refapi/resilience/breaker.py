@@ -11,6 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger("refapi.breaker")
 
@@ -26,6 +27,15 @@ class State(enum.IntEnum):
 
 
 Listener = Callable[[str, State], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """One admitted call. Its outcome only counts in the state it was admitted in (its generation): a slow call
+    let in before the breaker opened must neither close an open breaker nor decide a half-open probe's fate."""
+
+    generation: int
+    probe: bool
 
 
 class CircuitBreaker:
@@ -44,6 +54,7 @@ class CircuitBreaker:
         self._on_transition = on_transition
         self._clock = clock
         self._state = State.CLOSED
+        self._generation = 0  # bumped by every transition
         self._failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
@@ -60,42 +71,43 @@ class CircuitBreaker:
             return self.reset_timeout - (self._clock() - self._opened_at)
         return 1.0
 
-    def try_acquire(self) -> bool:
-        """May a call go to the backend now? In half-open only one probe may be in flight."""
+    def try_acquire(self) -> Permit | None:
+        """A permit to call the backend now, or None to fail fast. In half-open only one probe is let through."""
         state = self.state
         if state is State.CLOSED:
-            return True
+            return Permit(self._generation, probe=False)
         if state is State.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
-            return True
-        return False
+            return Permit(self._generation, probe=True)
+        return None
 
-    def record_success(self) -> None:
+    def record_success(self, permit: Permit) -> None:
+        if permit.generation != self._generation:
+            return
         self._failures = 0
-        self._probe_in_flight = False
         if self._state is not State.CLOSED:
             self._transition(State.CLOSED)
 
-    def record_failure(self) -> None:
-        self._probe_in_flight = False
+    def record_failure(self, permit: Permit) -> None:
+        if permit.generation != self._generation:
+            return
         if self._state is State.HALF_OPEN:
             self._open()
             return
         self._failures += 1
-        if self._state is State.CLOSED and self._failures >= self.failure_threshold:
+        if self._failures >= self.failure_threshold:
             self._open()
 
-    def release(self) -> None:
-        """A call that ended without telling us anything (cancelled): free the probe slot."""
-        self._probe_in_flight = False
+    def release(self, permit: Permit) -> None:
+        """A call that ended without telling us anything (cancelled): free the probe slot for the next caller."""
+        if permit.probe and permit.generation == self._generation:
+            self._probe_in_flight = False
 
     def _open(self) -> None:
         self._opened_at = self._clock()
         self._transition(State.OPEN)
 
     def _transition(self, to: State) -> None:
-        if to is self._state:
-            return
         log.warning(
             "circuit breaker %s: %s -> %s",
             self.service,
@@ -104,7 +116,8 @@ class CircuitBreaker:
             extra={"service": self.service, "from_state": self._state.label, "to_state": to.label},
         )
         self._state = to
-        if to is State.CLOSED:
-            self._failures = 0
+        self._generation += 1
+        self._failures = 0
+        self._probe_in_flight = False
         if self._on_transition is not None:
             self._on_transition(self.service, to)

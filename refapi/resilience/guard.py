@@ -39,37 +39,38 @@ class Guard:
         backend is not touched at all.
         """
         breaker = self.breaker
-        if not breaker.try_acquire():
+        permit = breaker.try_acquire()
+        if permit is None:
             raise errors.CircuitOpen(self.service, breaker.seconds_to_half_open())
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 result = await fn()
         except TimeoutError:
-            breaker.record_failure()
+            breaker.record_failure(permit)
             raise errors.ServiceUnavailable(self.service, "timeout") from None
         except errors.ServiceUnavailable as exc:
             # Refusals that say nothing about the backend's health must not open the breaker.
             if exc.reason in NEUTRAL_REASONS:
-                breaker.record_success()
+                breaker.record_success(permit)
             else:
-                breaker.record_failure()
+                breaker.record_failure(permit)
             raise
         except errors.ApiError:
-            breaker.record_success()
+            breaker.record_success(permit)
             raise
         except asyncio.CancelledError:
-            breaker.release()
+            breaker.release(permit)
             raise
         except Exception as exc:
             reason = self._classify(exc)
             if reason is None:
-                breaker.record_success()
+                breaker.record_success(permit)
                 raise
-            breaker.record_failure()
+            breaker.record_failure(permit)
             raise errors.ServiceUnavailable(self.service, reason) from exc
         else:
-            breaker.record_success()
+            breaker.record_success(permit)
             return result
         finally:
             self._metrics.child(self._metrics.backend_duration, self.service, operation).observe(

@@ -10,19 +10,18 @@ worker while Redis is unreachable.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("refapi.rate_limit")
+from refapi.resilience.fallback import FailOpen, Skipped
 
 WINDOW_SECONDS = 60
 KEY_PREFIX = "refapi:rl:"
 REDIS_TIMEOUT = 0.25  # seconds before a Redis batch is given up for the local counters
-REDIS_RETRY_AFTER = 5.0  # seconds Redis is left alone after a failure
+REDIS_RETRY_AFTER = 5.0  # seconds Redis is left alone after a failure (read when a RateCounter is made)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +59,33 @@ class LocalCounters:
 class RateCounter:
     """Counts hits per key and window; Redis when it answers within REDIS_TIMEOUT, else the local counters."""
 
-    def __init__(self, redis: Callable[[], Any | None], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        redis: Callable[[], Any | None],
+        *,
+        clock: Callable[[], float] = time.time,
+        gate: FailOpen | None = None,
+    ) -> None:
         self._redis = redis  # returns the current client (standalone or cluster), or None
-        self._clock = clock
+        self._clock = clock  # wall clock: the windows are UTC minutes, the same in every worker and instance
+        # The same fail-open rule as the response cache's, but a gate of its own: each skips Redis only after
+        # its own calls failed.
+        self.gate = gate or FailOpen("rate limiter (redis)", timeout=REDIS_TIMEOUT, skip_for=REDIS_RETRY_AFTER)
         self.local = LocalCounters()
         self._pending: dict[tuple[int, str], list[asyncio.Future[int]]] = {}
         self._flush_scheduled = False
         self._in_flight = False
-        self._skip_redis_until = 0.0
 
     async def hit(self, key: str) -> Hit:
         now = self._clock()
         window, reset = window_of(now)
-        if self._redis() is None or now < self._skip_redis_until:
+        if self._redis() is None or self.gate.skipping:
             return Hit(self.local.incr(key, window), reset)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.setdefault((window, key), []).append(future)
         if not self._flush_scheduled and not self._in_flight:
             self._flush_scheduled = True
+            # Runs after every callback already queued: the requests of this loop turn join one batch.
             asyncio.get_running_loop().call_soon(self._schedule_now)
         return Hit(await future, reset)
 
@@ -96,29 +104,35 @@ class RateCounter:
             self._schedule_now()
 
     async def _send(self, batch: dict[tuple[int, str], list[asyncio.Future[int]]]) -> None:
-        client = self._redis()
         try:
-            if client is None:
-                raise ConnectionError("Redis is not available")
+            totals = await self._redis_totals(batch)
+        except Skipped:  # failed, timed out, or skipped since a recent failure: never fail the request
+            totals = [self.local.incr(key, window, len(waiters)) for (window, key), waiters in batch.items()]
+        except asyncio.CancelledError:  # shutdown: no request may wait forever for this batch
+            for waiters in batch.values():
+                for waiter in waiters:
+                    waiter.cancel()
+            raise
+        for waiters, total in zip(batch.values(), totals, strict=True):
+            # The key's waiters took the last len(waiters) counts, in arrival order.
+            first = total - len(waiters) + 1
+            for offset, waiter in enumerate(waiters):
+                if not waiter.done():  # its request may have been cancelled meanwhile
+                    waiter.set_result(first + offset)
+
+    async def _redis_totals(self, batch: dict[tuple[int, str], list[asyncio.Future[int]]]) -> list[int]:
+        """Each key's new total after one pipelined INCRBY per key; raises Skipped when Redis cannot be used."""
+        client = self._redis()
+        if client is None:  # the backend went away between the hit and the flush
+            raise Skipped(self.gate.name)
+
+        async def send() -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for (window, key), waiters in batch.items():
                 redis_key = f"{KEY_PREFIX}{window}:{key}"
                 pipe.incrby(redis_key, len(waiters))
-                pipe.expire(redis_key, WINDOW_SECONDS + 5)
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                results = await pipe.execute()
-            totals = results[0::2]
-        except Exception as exc:  # any failure: fall back, never fail the request
-            log.warning(
-                "rate limiter: Redis unavailable (%s); limiting in-process for %.0f s",
-                type(exc).__name__,
-                REDIS_RETRY_AFTER,
-            )
-            self._skip_redis_until = self._clock() + REDIS_RETRY_AFTER
-            totals = [self.local.incr(key, window, len(waiters)) for (window, key), waiters in batch.items()]
-        for (_key, waiters), total in zip(batch.items(), totals, strict=True):
-            # The key's waiters took the last len(waiters) counts, in arrival order.
-            first = int(total) - len(waiters) + 1
-            for offset, waiter in enumerate(waiters):
-                if not waiter.done():
-                    waiter.set_result(first + offset)
+                pipe.expire(redis_key, WINDOW_SECONDS + 5)  # a few seconds of grace for clock skew between hosts
+            return list(await pipe.execute())
+
+        results = await self.gate.call(send)
+        return [int(total) for total in results[0::2]]

@@ -9,8 +9,14 @@ import pytest
 from refapi import errors, keys
 from refapi.app import build_app
 from refapi.config import Settings
-from refapi.resilience.breaker import CircuitBreaker, State
+from refapi.resilience.breaker import CircuitBreaker, Permit, State
 from refapi.resilience.guard import make_guard
+
+
+def admit(breaker: CircuitBreaker) -> Permit:
+    permit = breaker.try_acquire()
+    assert permit is not None, f"the breaker is {breaker.state.label} and rejected the call"
+    return permit
 
 
 class Clock:
@@ -24,13 +30,13 @@ class Clock:
 def test_opens_after_threshold_consecutive_failures_and_success_resets_the_count() -> None:
     breaker = CircuitBreaker("postgres", failure_threshold=3, reset_timeout=60, clock=Clock())
     for _ in range(2):
-        breaker.record_failure()
-    breaker.record_success()
+        breaker.record_failure(admit(breaker))
+    breaker.record_success(admit(breaker))
     for _ in range(2):
-        breaker.record_failure()
+        breaker.record_failure(admit(breaker))
     assert breaker.state is State.CLOSED
-    breaker.record_failure()
-    assert breaker.state is State.OPEN and not breaker.try_acquire()
+    breaker.record_failure(admit(breaker))
+    assert breaker.state is State.OPEN and breaker.try_acquire() is None
 
 
 def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
@@ -43,19 +49,46 @@ def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
         clock=clock,
         on_transition=lambda name, to: transitions.append((name, to)),
     )
-    breaker.record_failure()
+    breaker.record_failure(admit(breaker))
     clock.now += 59.5
-    assert not breaker.try_acquire() and breaker.seconds_to_half_open() == pytest.approx(0.5)
+    assert breaker.try_acquire() is None and breaker.seconds_to_half_open() == pytest.approx(0.5)
     clock.now += 0.5
-    assert breaker.try_acquire()  # the probe
-    assert not breaker.try_acquire()  # everyone else still fails fast
-    breaker.record_failure()  # the probe failed: open again for a full timeout
+    probe = admit(breaker)
+    assert probe.probe
+    assert breaker.try_acquire() is None and breaker.seconds_to_half_open() == 1.0  # everyone else fails fast
+    breaker.record_failure(probe)  # the probe failed: open again for a full timeout
     assert breaker.state is State.OPEN and breaker.seconds_to_half_open() == pytest.approx(60)
     clock.now += 60
-    assert breaker.try_acquire()
-    breaker.record_success()
-    assert breaker.state is State.CLOSED and breaker.try_acquire()
+    breaker.record_success(admit(breaker))
+    assert breaker.state is State.CLOSED and breaker.try_acquire() is not None
     assert [to for _, to in transitions] == [State.OPEN, State.HALF_OPEN, State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+def test_outcomes_of_calls_admitted_before_a_transition_are_ignored() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("postgres", failure_threshold=2, reset_timeout=1, clock=clock)
+    slow_success, slow_failure = admit(breaker), admit(breaker)  # still running when the breaker opens
+    breaker.record_failure(admit(breaker))
+    breaker.record_failure(admit(breaker))
+    breaker.record_success(slow_success)
+    assert breaker.state is State.OPEN  # a success from before the outage does not close it
+    clock.now += 1
+    probe = admit(breaker)
+    breaker.record_failure(slow_failure)
+    assert breaker.state is State.HALF_OPEN  # nor does an old failure decide the probe's fate...
+    assert breaker.try_acquire() is None  # ...or free its slot
+    breaker.record_success(probe)
+    assert breaker.state is State.CLOSED
+
+
+def test_a_cancelled_probe_frees_the_slot_for_the_next_caller() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("redis", failure_threshold=1, reset_timeout=5, clock=clock)
+    breaker.record_failure(admit(breaker))
+    clock.now += 5
+    breaker.release(admit(breaker))
+    assert breaker.state is State.HALF_OPEN
+    assert admit(breaker).probe
 
 
 def app_guard(**overrides):  # type: ignore[no-untyped-def]

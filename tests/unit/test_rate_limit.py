@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from refapi.resilience import rate_limit
+from refapi.resilience.fallback import FailOpen
 from refapi.resilience.rate_limit import LocalCounters, RateCounter, window_of
 from tests.conftest import ClientFactory
 from tests.support.processes import free_port
@@ -27,6 +29,39 @@ def test_local_counters_start_over_each_minute() -> None:
     assert counters.incr("k", 1) == 1  # a straggler from a finished window is not counted into the new one
 
 
+class CountingPipelines:
+    """Wraps a client's pipeline() to count the batches (Redis round trips) the counter sends."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.sent = 0
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return self.client.pipeline(*args, **kwargs)
+
+
+class SilentRedis:
+    """A Redis that accepts pipelines and never answers, like a black-holed server."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def pipeline(self, *, transaction: bool) -> SilentRedis:
+        return self
+
+    def incrby(self, key: str, amount: int) -> None:
+        pass
+
+    def expire(self, key: str, seconds: int) -> None:
+        pass
+
+    async def execute(self) -> list[Any]:
+        self.sent += 1
+        await asyncio.get_running_loop().create_future()  # never resolved
+        raise AssertionError("unreachable")
+
+
 @pytest.fixture
 async def redis_client():  # type: ignore[no-untyped-def]
     client = aioredis.Redis(host="127.0.0.1", port=6379)
@@ -34,21 +69,14 @@ async def redis_client():  # type: ignore[no-untyped-def]
     await client.aclose()
 
 
-async def test_concurrent_hits_are_counted_exactly_in_one_batch(redis_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_hits_are_counted_exactly_in_one_batch(redis_client) -> None:  # type: ignore[no-untyped-def]
     clock = [1_000_000_000.0 + 7]  # a fixed instant: every hit falls into one window
-    counter = RateCounter(lambda: redis_client, clock=lambda: clock[0])
+    counting = CountingPipelines(redis_client)
+    counter = RateCounter(lambda: counting, clock=lambda: clock[0])
     key = f"test-batch-{id(counter)}"
-    sent: list[int] = []
-    original = redis_client.pipeline
-
-    def counting_pipeline(*args, **kwargs):  # type: ignore[no-untyped-def]
-        sent.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(redis_client, "pipeline", counting_pipeline)
     hits = await asyncio.gather(*(counter.hit(key) for _ in range(50)))
     assert sorted(hit.count for hit in hits) == list(range(1, 51))
-    assert len(sent) == 1  # fifty requests, one round trip
+    assert counting.sent == 1  # fifty requests, one round trip
     window, _ = window_of(clock[0])
     assert int(await redis_client.get(f"{rate_limit.KEY_PREFIX}{window}:{key}")) == 50
     assert 0 < await redis_client.ttl(f"{rate_limit.KEY_PREFIX}{window}:{key}") <= 65
@@ -64,16 +92,35 @@ async def test_two_workers_share_one_count(redis_client) -> None:  # type: ignor
 
 async def test_redis_failure_falls_back_to_local_counting_then_retries() -> None:
     dead = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.1)
-    now = [1_000_000_000.0 + 3]
-    counter = RateCounter(lambda: dead, clock=lambda: now[0])
+    counting = CountingPipelines(dead)
+    elapsed = [0.0]
+    gate = FailOpen("test redis", skip_for=rate_limit.REDIS_RETRY_AFTER, clock=lambda: elapsed[0])
+    counter = RateCounter(lambda: counting, clock=lambda: 1_000_000_000.0 + 3, gate=gate)
     try:
         counts = [(await counter.hit("k")).count for _ in range(3)]
         assert counts == [1, 2, 3]  # still enforced, in-process
-        assert now[0] < counter._skip_redis_until  # Redis is left alone for a while...
-        now[0] += rate_limit.REDIS_RETRY_AFTER + 0.1
-        assert (await counter.hit("k")).count == 4  # ...then tried again (and still failing, counted locally)
+        assert counting.sent == 1  # after the failure, Redis is left alone for a while...
+        elapsed[0] += rate_limit.REDIS_RETRY_AFTER + 0.1
+        assert (await counter.hit("k")).count == 4  # ...then tried again (still failing: counted locally)
+        assert counting.sent == 2
     finally:
         await dead.aclose()
+
+
+async def test_requests_queued_behind_a_hanging_batch_do_not_wait_for_redis_again() -> None:
+    silent = SilentRedis()
+    counter = RateCounter(lambda: silent, clock=lambda: 1_000_000_000.0 + 3, gate=FailOpen("test redis", timeout=0.05))
+    first = [asyncio.create_task(counter.hit("k")) for _ in range(10)]
+    for _ in range(100):  # bounded: the batch starts within a couple of loop turns
+        if silent.sent:
+            break
+        await asyncio.sleep(0)
+    assert silent.sent == 1
+    second = [asyncio.create_task(counter.hit("k")) for _ in range(10)]  # queued while the batch hangs
+    hits = await asyncio.gather(*first, *second)
+    assert sorted(hit.count for hit in hits) == list(range(1, 21))  # exact, from the local counters
+    assert silent.sent == 1  # one timeout for everyone, not one per batch
+    assert counter.gate.skipping
 
 
 LIMITED = {"rate_limit_general": 3, "rate_limit_health": 2, "rate_limit_metrics": 5}
