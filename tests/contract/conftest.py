@@ -201,6 +201,7 @@ def stack(logs_dir: Path) -> Iterator[Stack]:
         access = VaultAccess(vault_addr, vault_token) if vault_addr and vault_token else None
         yield Stack(external, None, access, trusts_us=False)
         return
+
     def metrics_dir(instance: str) -> Path:
         path = logs_dir / f"{instance}-metrics"
         path.mkdir()

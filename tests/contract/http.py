@@ -227,7 +227,7 @@ def check_validation_errors(errors: Any, reply: Reply) -> None:
         assert isinstance(error["msg"], str) and error["msg"], reply
         loc = error["loc"]
         assert isinstance(loc, list) and loc and loc[0] in LOCATION_ORDER, reply
-        assert len(loc) == 1 and loc[0] == "body" or len(loc) == 2 and isinstance(loc[1], str), reply
+        assert (len(loc) == 1 and loc[0] == "body") or (len(loc) == 2 and isinstance(loc[1], str)), reply
         order.append(LOCATION_ORDER[loc[0]])
     assert order == sorted(order), f"validation errors must be ordered path, query, body: {reply!r}"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,29 +20,27 @@ def raw_request(method: str, path: str, headers: dict[str, str], body: bytes = b
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def assert_raw_error(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict:
-    import json
-
+def assert_raw_error(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, Any]:
     assert status == expected, (status, headers, body)
     assert "x-request-id" in headers, headers
-    envelope = json.loads(body)
+    envelope: dict[str, Any] = json.loads(body)
     assert envelope["status_code"] == expected and envelope["error"] in ERROR_CODES[expected], envelope
     assert envelope["request_id"] == headers["x-request-id"]
     return envelope
 
 
-async def test_a_body_without_content_type_is_400(api: Api, stack: Stack) -> None:
+async def test_a_body_without_content_type_is_400(stack: Stack) -> None:
     status, headers, body = await raw_exchange(
         stack.main_url, raw_request("POST", f"/examples/cache/{unique()}", {"Content-Length": "2"}, b"{}")
     )
     assert_raw_error(status, headers, body, 400)
 
 
-async def test_a_chunked_body_without_content_type_is_400(api: Api, stack: Stack) -> None:
+async def test_a_chunked_body_without_content_type_is_400(stack: Stack) -> None:
     chunked = b"2\r\n{}\r\n0\r\n\r\n"
     status, headers, body = await raw_exchange(
         stack.main_url,
-        raw_request("POST", f"/examples/database/postgres", {"Transfer-Encoding": "chunked"}, chunked),
+        raw_request("POST", "/examples/database/postgres", {"Transfer-Encoding": "chunked"}, chunked),
     )
     assert_raw_error(status, headers, body, 400)
 
@@ -67,7 +67,9 @@ async def test_json_operations_refuse_the_other_three(api: Api, content_type: st
     assert reply.json["details"] == {"allowed_content_types": ["application/json"]}
 
 
-@pytest.mark.parametrize("content_type", ["Application/JSON", "application/json; charset=UTF-8", "APPLICATION/json;x=y"])
+@pytest.mark.parametrize(
+    "content_type", ["Application/JSON", "application/json; charset=UTF-8", "APPLICATION/json;x=y"]
+)
 async def test_media_types_compare_case_insensitively_ignoring_parameters(api: Api, content_type: str) -> None:
     reply = await api.post(
         "/examples/vault/transit/encrypt", data=b'{"plaintext": "x"}', headers={"Content-Type": content_type}
@@ -113,7 +115,9 @@ async def test_a_body_at_the_limit_is_read(strict: Api) -> None:
     framing = len('{"plaintext": ""}')
     body = '{"plaintext": "' + "a" * (STRICT_MAX_REQUEST_SIZE - framing) + '"}'
     assert len(body) == STRICT_MAX_REQUEST_SIZE
-    reply = await strict.post("/examples/vault/transit/encrypt", data=body, headers={"Content-Type": "application/json"})
+    reply = await strict.post(
+        "/examples/vault/transit/encrypt", data=body, headers={"Content-Type": "application/json"}
+    )
     assert reply.status == 200, reply
 
 

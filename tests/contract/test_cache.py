@@ -24,8 +24,11 @@ async def test_set_without_ttl_then_get(api: Api) -> None:
     set_reply = await api.post(f"{CACHE}/{key}", params={"value": "hello"})
     assert set_reply.json == {"key": key, "value": "hello", "ttl": None, "action": "set"}
     assert (await api.get(f"{CACHE}/{key}")).json == {
-        "key": key, "value": "hello", "exists": True, "ttl": "no expiration"
-    }  # fmt: skip
+        "key": key,
+        "value": "hello",
+        "exists": True,
+        "ttl": "no expiration",
+    }
 
 
 async def test_set_with_ttl_then_plain_set_clears_it(api: Api) -> None:

@@ -19,7 +19,8 @@ VOLATILE_HEADERS = {"date", "x-request-id", "x-ratelimit-remaining", "x-ratelimi
 
 @functools.cache
 def committed_spec() -> dict[str, Any]:
-    return yaml.safe_load(COMMITTED_SPEC.read_text())
+    spec: dict[str, Any] = yaml.safe_load(COMMITTED_SPEC.read_text())
+    return spec
 
 
 def committed_get_templates() -> list[str]:
@@ -294,7 +295,9 @@ async def test_routing_comes_before_the_api_key(strict: Api) -> None:
 
 
 async def test_the_api_key_comes_before_content_type_and_validation(strict: Api) -> None:
-    wrong_type = await strict.post(f"/examples/vault/secret/{unique()}", data=b"<x/>", headers={"Content-Type": "text/xml"})
+    wrong_type = await strict.post(
+        f"/examples/vault/secret/{unique()}", data=b"<x/>", headers={"Content-Type": "text/xml"}
+    )
     assert wrong_type.status == 401, wrong_type
     invalid = await strict.post("/examples/vault/secret/bad!name", json_body={})
     assert invalid.status == 401, invalid

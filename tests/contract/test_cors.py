@@ -12,8 +12,15 @@ ALLOWED_HEADERS = {
     "content-type", "authorization", "x-request-id", "x-api-key", "accept", "origin", "user-agent", "dnt",
     "cache-control", "x-requested-with", "if-none-match",
 }  # fmt: skip
-EXPOSED = {"x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "etag",
-           "x-cache"}  # fmt: skip
+EXPOSED = {
+    "x-request-id",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+    "etag",
+    "x-cache",
+}
 
 
 def header_set(value: str | None) -> set[str]:

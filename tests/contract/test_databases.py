@@ -17,7 +17,9 @@ async def test_postgres_query(api: Api) -> None:
     body = (await api.get("/examples/database/postgres/query")).json
     assert set(body) == {"database", "query", "result"}
     assert (body["database"], body["query"]) == ("PostgreSQL", "SELECT current_timestamp")
-    assert re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?[+-][0-9]{2}:[0-9]{2}", body["result"]), body
+    assert re.fullmatch(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?[+-][0-9]{2}:[0-9]{2}", body["result"]
+    ), body
     fraction = re.search(r"\.([0-9]+)", body["result"])
     assert fraction is None or int(fraction.group(1)) != 0, "a zero fraction is omitted"
 
@@ -106,6 +108,7 @@ async def test_unknown_database_is_404(api: Api, method: str) -> None:
 
 
 async def test_insert_needs_json(api: Api) -> None:
-    reply = await api.post("/examples/database/mysql", data="name=n&value=v",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    reply = await api.post(
+        "/examples/database/mysql", data="name=n&value=v", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert reply.status == 415 and reply.json["details"] == {"allowed_content_types": ["application/json"]}, reply

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.contract.http import Api
@@ -9,14 +11,14 @@ from tests.contract.http import Api
 NODE_KEYS = {"host", "port", "status", "version", "role", "connected_clients", "used_memory_human"}
 
 
-def assert_vault_healthy(body: dict) -> None:
+def assert_vault_healthy(body: dict[str, Any]) -> None:
     assert body == {
         "status": "healthy",
         "details": {"status": "healthy", "initialized": True, "sealed": False, "standby": False},
     }
 
 
-def assert_redis_healthy(body: dict) -> None:
+def assert_redis_healthy(body: dict[str, Any]) -> None:
     assert set(body) == {"status", "cluster_enabled", "cluster_state", "nodes", "total_nodes"}
     assert body["status"] == "healthy"
     assert body["cluster_enabled"] is False
@@ -28,7 +30,7 @@ def assert_redis_healthy(body: dict) -> None:
     assert type(node["connected_clients"]) is int and isinstance(node["version"], str)
 
 
-def assert_version_healthy(body: dict) -> None:
+def assert_version_healthy(body: dict[str, Any]) -> None:
     assert set(body) == {"status", "version"} and body["status"] == "healthy", body
     assert isinstance(body["version"], str) and body["version"] and "," not in body["version"], body
 

@@ -31,6 +31,12 @@ async def eventually(probe: Callable[[], Awaitable[T]], accept: Callable[[T], bo
         await asyncio.sleep(0.2)  # polling interval, bounded by the deadline
 
 
+async def broker(local: Stack) -> aio_pika.abc.AbstractConnection:
+    """A direct connection to the instance's vhost, for arranging state behind refapi's back."""
+    assert local.rabbitmq_vhost is not None
+    return await aio_pika.connect(host="127.0.0.1", port=5672, virtualhost=local.rabbitmq_vhost, timeout=10)
+
+
 def queue_name() -> str:
     return unique("contract.q")
 
@@ -104,7 +110,7 @@ async def test_queue_list(api: Api) -> None:
 
 async def test_publishing_to_a_queue_with_other_properties_conflicts(api: Api, local: Stack) -> None:
     queue = queue_name()
-    connection = await aio_pika.connect(host="127.0.0.1", port=5672, virtualhost=local.rabbitmq_vhost, timeout=10)
+    connection = await broker(local)
     try:
         async with connection.channel() as channel:
             await channel.declare_queue(queue, durable=False, auto_delete=False)
@@ -119,7 +125,7 @@ async def test_publishing_to_a_queue_with_other_properties_conflicts(api: Api, l
 async def test_body_that_is_not_json_is_consumed_as_text(api: Api, local: Stack) -> None:
     queue = queue_name()
     await publish(api, queue, {"make": "durable"})
-    connection = await aio_pika.connect(host="127.0.0.1", port=5672, virtualhost=local.rabbitmq_vhost, timeout=10)
+    connection = await broker(local)
     try:
         async with connection.channel() as channel:
             await channel.default_exchange.publish(aio_pika.Message(b"plain \xff text"), routing_key=queue)
@@ -143,19 +149,25 @@ async def test_empty_message_is_400(api: Api) -> None:
     [(b"", "missing"), (b"{", "json_invalid"), (b"[1]", "dict_type"), (b'"text"', "dict_type"), (b"null", "dict_type")],
 )
 async def test_message_must_be_a_json_object(api: Api, raw: bytes, error: str) -> None:
-    reply = await api.post(f"{MESSAGING}/publish/{queue_name()}", data=raw, headers={"Content-Type": "application/json"})
+    reply = await api.post(
+        f"{MESSAGING}/publish/{queue_name()}", data=raw, headers={"Content-Type": "application/json"}
+    )
     assert validation_errors(reply) == [(("body",), error)]
 
 
 async def test_body_errors_are_reported_with_the_others(api: Api) -> None:
-    by_path = await api.post(f"{MESSAGING}/publish/bad%20name", data=b"[]", headers={"Content-Type": "application/json"})
+    by_path = await api.post(
+        f"{MESSAGING}/publish/bad%20name", data=b"[]", headers={"Content-Type": "application/json"}
+    )
     assert validation_errors(by_path) == [(("path", "queue"), "string_pattern_mismatch"), (("body",), "dict_type")]
     by_query = await api.post(f"{MESSAGING}/publish", data=b"{", headers={"Content-Type": "application/json"})
     assert validation_errors(by_query) == [(("query", "queue_name"), "missing"), (("body",), "json_invalid")]
 
 
-@pytest.mark.parametrize(("queue", "error"), [("amq.reserved", "reserved_name"), ("q" * 101, "string_too_long"),
-                                              ("slash%2Fq", "string_pattern_mismatch")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("queue", "error"),
+    [("amq.reserved", "reserved_name"), ("q" * 101, "string_too_long"), ("slash%2Fq", "string_pattern_mismatch")],
+)
 async def test_queue_name_rules(api: Api, queue: str, error: str) -> None:
     published = await api.post(f"{MESSAGING}/publish/{queue}", json_body={"a": 1})
     assert validation_errors(published) == [(("path", "queue"), error)]
@@ -165,14 +177,18 @@ async def test_queue_name_rules(api: Api, queue: str, error: str) -> None:
     assert validation_errors(consumed) == [(("path", "queue"), error)]
 
 
-@pytest.mark.parametrize(("raw", "error"), [("0", "greater_than_equal"), ("101", "less_than_equal"), ("x", "int_parsing")])
+@pytest.mark.parametrize(
+    ("raw", "error"), [("0", "greater_than_equal"), ("101", "less_than_equal"), ("x", "int_parsing")]
+)
 async def test_max_messages_bounds(api: Api, raw: str, error: str) -> None:
     reply = await api.get(f"{MESSAGING}/consume/{queue_name()}", params={"max_messages": raw})
     assert validation_errors(reply) == [(("query", "max_messages"), error)]
 
 
 async def test_messages_must_be_sent_as_json(api: Api) -> None:
-    reply = await api.post(f"{MESSAGING}/publish/{queue_name()}", data='{"a": 1}', headers={"Content-Type": "text/plain"})
+    reply = await api.post(
+        f"{MESSAGING}/publish/{queue_name()}", data='{"a": 1}', headers={"Content-Type": "text/plain"}
+    )
     assert reply.status == 415 and reply.json["details"] == {"allowed_content_types": ["application/json"]}, reply
 
 

@@ -6,12 +6,22 @@ import re
 
 from tests.contract.http import Api
 
-ROOT_KEYS = {"name", "version", "description", "docs", "health", "metrics", "security", "redis_cluster", "examples", "note"}
-DEFAULT_ORIGINS = [
-    f"http://{host}:{port}" for host in ("localhost", "127.0.0.1") for port in (3000, 8000, 8001, 8080)
-]
+ROOT_KEYS = {
+    "name",
+    "version",
+    "description",
+    "docs",
+    "health",
+    "metrics",
+    "security",
+    "redis_cluster",
+    "examples",
+    "note",
+}
+DEFAULT_ORIGINS = [f"http://{host}:{port}" for host in ("localhost", "127.0.0.1") for port in (3000, 8000, 8001, 8080)]
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]
 SERVICES = ["vault", "postgres", "mysql", "mongodb", "redis", "rabbitmq"]
+HEALTH_GROUPS = ["all", "database", "cache", "messaging", "live", "ready"]
 
 
 async def test_root_document(api: Api) -> None:
@@ -100,7 +110,11 @@ async def test_openapi_document(api: Api) -> None:
     assert spec["paths"]["/examples/vault/transit/decrypt/{ciphertext}"]["get"].get("deprecated") is True
     write = spec["paths"]["/examples/vault/secret/{service_name}"]["post"]
     assert write["security"] == [{"ApiKeyAuth": []}]
-    assert spec["components"]["securitySchemes"]["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert spec["components"]["securitySchemes"]["ApiKeyAuth"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
     assert "ErrorResponse" in spec["components"]["schemas"]
 
 
@@ -109,7 +123,7 @@ async def test_openapi_lists_every_operation_of_the_contract(api: Api) -> None:
     operations = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
     expected = {
         ("GET", "/"), ("GET", "/metrics"),
-        *(("GET", f"/health/{name}") for name in ["", *SERVICES, "all", "database", "cache", "messaging", "live", "ready"]),
+        *(("GET", f"/health/{name}") for name in ["", *SERVICES, *HEALTH_GROUPS]),
         ("GET", "/examples/vault/secret/{service_name}"), ("GET", "/examples/vault/secret/{service_name}/{key}"),
         ("POST", "/examples/vault/secret/{service_name}"), ("GET", "/examples/vault/secret/versioned/{service_name}"),
         ("GET", "/examples/vault/health"), ("GET", "/examples/vault/transit/encrypt/{plaintext}"),

@@ -32,8 +32,10 @@ async def test_metric_names_and_labels(api: Api) -> None:
 
     requests = named(found, "http_requests_total")
     assert requests and all(set(s.labels) == {"method", "route", "status"} for s in requests)
-    assert any(s.labels == {"method": "GET", "route": "/examples/vault/secret/{service_name}", "status": "200"}
-               for s in requests)  # fmt: skip
+    assert any(
+        s.labels == {"method": "GET", "route": "/examples/vault/secret/{service_name}", "status": "200"}
+        for s in requests
+    )
     assert any(s.labels["route"] == "<unmatched>" and s.labels["status"] == "404" for s in requests)
     durations = named(found, "http_request_duration_seconds_bucket")
     assert durations and all(set(s.labels) == {"method", "route", "le"} for s in durations)

@@ -19,7 +19,8 @@ RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[
 async def write(api: Api, service: str, data: Any, **kwargs: Any) -> dict[str, Any]:
     reply = await api.post(f"{SECRET}/{service}", json_body=data, **kwargs)
     assert reply.status == 200, reply
-    return reply.json
+    body: dict[str, Any] = reply.json
+    return body
 
 
 # --- reads ---------------------------------------------------------------------------------------------------------
@@ -58,8 +59,18 @@ async def test_masking_covers_every_sensitive_name_and_value(api: Api, vault: Va
         "host": "db.internal",
     }
     await vault.put_secret(service, stored)
-    masked = {name: "***" for name in ("password", "DB_PASSWORD", "api_token", "Client_Secret", "private_key",
-                                       "tls_private_key_pem", "tokenizer")}  # fmt: skip
+    masked = {
+        name: "***"
+        for name in (
+            "password",
+            "DB_PASSWORD",
+            "api_token",
+            "Client_Secret",
+            "private_key",
+            "tls_private_key_pem",
+            "tokenizer",
+        )
+    }
     expected = {**stored, **masked}
     assert (await api.get(f"{SECRET}/{service}")).json["data"] == expected
     for name, value in expected.items():
@@ -222,9 +233,7 @@ async def test_write_rejects_bad_key_names(api: Api, name: str) -> None:
 
 
 async def test_write_rejects_non_finite_numbers(api: Api) -> None:
-    reply = await api.post(
-        f"{SECRET}/{unique()}", data=b'{"v": NaN}', headers={"Content-Type": "application/json"}
-    )
+    reply = await api.post(f"{SECRET}/{unique()}", data=b'{"v": NaN}', headers={"Content-Type": "application/json"})
     assert validation_errors(reply) in ([(("body", "v"), "value_type")], [(("body",), "json_invalid")])
 
 
