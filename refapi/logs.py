@@ -31,6 +31,20 @@ def utc_timestamp(epoch: float, digits: int = 3) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[: 20 + digits] + "Z"
 
 
+class _SecondCache:
+    """The access line's timestamp: formatting a datetime per request is costly, the second changes rarely."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, epoch: float) -> str:
+        second = int(epoch)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((epoch - second) * 1000):03d}Z"
+
+
 def write_line(fields: dict[str, Any]) -> None:
     # One os.write per line: below PIPE_BUF it is atomic, so lines from several workers never interleave,
     # and nothing is left in a buffer if the worker dies.
@@ -99,6 +113,7 @@ class AccessLog:
 
     def __init__(self) -> None:
         self._logger = logging.getLogger(self.logger_name)
+        self._timestamp = _SecondCache()
 
     def write(
         self, *, request_id: str, method: str, route: str, path: str, status: int, duration: float, client_ip: str
@@ -108,7 +123,7 @@ class AccessLog:
             return
         write_line(
             {
-                "timestamp": utc_timestamp(time.time()),
+                "timestamp": self._timestamp(time.time()),
                 "level": "ERROR" if level == logging.ERROR else "INFO",
                 "logger": self.logger_name,
                 "message": "request completed",
