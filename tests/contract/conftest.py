@@ -79,6 +79,9 @@ class Stack:
     trusts_us: bool
     #: The vhost the local stack's instances use, for arranging broker state behind refapi's back.
     rabbitmq_vhost: str | None = None
+    #: VAULT_TRANSIT_KEY and VAULT_APP_SECRET of the instance (with REFAPI_URL: the same variables, else §4 defaults).
+    transit_key: str = VAULT_TRANSIT_KEY
+    app_secret: str = VAULT_APP_SECRET
 
 
 def _databases_name() -> str:
@@ -199,7 +202,14 @@ def stack(logs_dir: Path) -> Iterator[Stack]:
     if external:
         vault_addr, vault_token = os.environ.get("REFAPI_VAULT_ADDR"), os.environ.get("REFAPI_VAULT_TOKEN")
         access = VaultAccess(vault_addr, vault_token) if vault_addr and vault_token else None
-        yield Stack(external, None, access, trusts_us=False)
+        yield Stack(
+            external,
+            None,
+            access,
+            trusts_us=False,
+            transit_key=os.environ.get("VAULT_TRANSIT_KEY", "refapi"),
+            app_secret=os.environ.get("VAULT_APP_SECRET", "refapi"),
+        )
         return
 
     def metrics_dir(instance: str) -> Path:

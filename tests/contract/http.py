@@ -36,8 +36,12 @@ ERROR_CODES: dict[int, set[str]] = {
 }
 SERVICES = {"vault", "postgres", "mysql", "mongodb", "redis", "rabbitmq"}
 REASONS_503 = {"unreachable", "timeout", "auth_failed", "denied", "not_configured", "cluster_disabled", "error"}
-# Responses that are not JSON objects (contract §1.1).
+# Responses that are not JSON objects (contract §1.1), besides the docs pages' assets under /static/.
 NON_JSON_PATHS = frozenset({"/metrics", "/openapi.yaml", "/docs", "/redoc"})
+
+
+def is_non_json(path: str) -> bool:
+    return path in NON_JSON_PATHS or path.startswith("/static/")
 
 
 def unique(prefix: str = "c") -> str:
@@ -157,7 +161,7 @@ def check_invariants(reply: Reply, *, rate_limited: bool) -> None:
         return
     if reply.status >= 400 and not (reply.path == "/health/ready" and reply.status == 503):
         check_envelope(reply)
-    elif reply.status in (200, 201) and reply.path not in NON_JSON_PATHS and not preflight:
+    elif reply.status in (200, 201) and not is_non_json(reply.path) and not preflight:
         assert reply.headers.get("Content-Type") == JSON_TYPE, f"JSON replies declare {JSON_TYPE}: {reply!r}"
         assert isinstance(reply.json, dict), f"JSON bodies are objects: {reply!r}"
 

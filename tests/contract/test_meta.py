@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from tests.contract.conftest import Stack
 from tests.contract.http import Api
 
 ROOT_KEYS = {
@@ -46,7 +47,7 @@ async def test_root_document(api: Api) -> None:
     }
 
 
-async def test_root_security_reflects_the_configuration(api: Api) -> None:
+async def test_root_security_reflects_the_configuration(api: Api, local: Stack) -> None:
     security = (await api.get("/")).json["security"]
     assert set(security) == {"cors", "rate_limiting", "request_validation", "circuit_breakers", "authentication"}
     assert security["cors"] == {

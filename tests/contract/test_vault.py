@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.conftest import STRICT_API_KEYS, VAULT_TRANSIT_KEY, VaultAccess
+from tests.contract.conftest import STRICT_API_KEYS, Stack, VaultAccess
 from tests.contract.http import Api, assert_not_echoed, unique, validation_errors
 
 SECRET = "/examples/vault/secret"
@@ -249,8 +249,9 @@ async def test_service_name_rules(api: Api, name: str) -> None:
     assert validation_errors(reply)[0][0] == ("path", "service_name"), reply
 
 
-@pytest.mark.parametrize("name", ["postgres", "MySQL", "mongodb", "Redis-1", "rabbitmq", "contract-refapi"])
-async def test_read_only_secrets(api: Api, name: str) -> None:
+@pytest.mark.parametrize("name", ["postgres", "MySQL", "mongodb", "Redis-1", "rabbitmq", "<app secret>"])
+async def test_read_only_secrets(api: Api, stack: Stack, name: str) -> None:
+    name = name.replace("<app secret>", stack.app_secret.upper())
     reply = await api.post(f"{SECRET}/{name}", json_body={"user": "mallory"})
     assert reply.status == 403 and reply.json["details"] == {"reason": "read_only"}, reply
 
@@ -283,19 +284,19 @@ async def test_nothing_else_needs_a_key(strict: Api) -> None:
 # --- transit ---------------------------------------------------------------------------------------------------------
 
 
-async def test_transit_round_trip_over_post(api: Api) -> None:
+async def test_transit_round_trip_over_post(api: Api, stack: Stack) -> None:
     plaintext = "héllo / wörld 🚀"
     encrypted = await api.post(f"{TRANSIT}/encrypt", json_body={"plaintext": plaintext})
     assert set(encrypted.json) == {"key_name", "ciphertext"}
-    assert encrypted.json["key_name"] == VAULT_TRANSIT_KEY
+    assert encrypted.json["key_name"] == stack.transit_key
     assert CIPHERTEXT.fullmatch(encrypted.json["ciphertext"]), encrypted
     assert encrypted.headers.get("Cache-Control") == "no-store"
     decrypted = await api.post(f"{TRANSIT}/decrypt", json_body={"ciphertext": encrypted.json["ciphertext"]})
-    assert decrypted.json == {"key_name": VAULT_TRANSIT_KEY, "plaintext": plaintext}
+    assert decrypted.json == {"key_name": stack.transit_key, "plaintext": plaintext}
     assert decrypted.headers.get("Cache-Control") == "no-store"
 
 
-async def test_transit_round_trip_over_get_with_slashes_in_the_ciphertext(api: Api) -> None:
+async def test_transit_round_trip_over_get_with_slashes_in_the_ciphertext(api: Api, stack: Stack) -> None:
     # 1000 bytes make a ~1400-character ciphertext: a '/' among them is all but certain; asserted below.
     plaintext = "xyz" * 333 + "é"
     encrypted = await api.get(f"{TRANSIT}/encrypt/{'xyz' * 333}%C3%A9")
@@ -303,7 +304,7 @@ async def test_transit_round_trip_over_get_with_slashes_in_the_ciphertext(api: A
     ciphertext = encrypted.json["ciphertext"]
     assert "/" in ciphertext and len(ciphertext) <= 2048
     decrypted = await api.get(f"{TRANSIT}/decrypt/{ciphertext}")
-    assert decrypted.json == {"key_name": VAULT_TRANSIT_KEY, "plaintext": plaintext}, decrypted
+    assert decrypted.json == {"key_name": stack.transit_key, "plaintext": plaintext}, decrypted
     assert decrypted.headers.get("Cache-Control") == "no-store"
 
 
