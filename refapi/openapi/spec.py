@@ -20,6 +20,7 @@ from marshmallow import Schema, fields
 
 import refapi
 from refapi.api.meta import DESCRIPTION
+from refapi.middlewares.cache import CACHE_HEADERS, CACHED_ROUTES
 from refapi.openapi.fields import Pattern, Utf8Length
 from refapi.openapi.operation import JSON_TYPE, Operation, operation_of
 
@@ -225,9 +226,6 @@ class _Builder:
         by_path: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         seen_ids: dict[str, str] = {}
         found = list(_operations(app))
-        # Tags in route-table order (app.py registers the areas in the contract's order), so the docs pages
-        # group operations the way the contract reads rather than by first path alphabetically.
-        tags = dict.fromkeys(tag for _, _, op in found for tag in op.tags)
         for method, template, op in sorted(found, key=lambda item: (item[1], _method_rank(item[0]))):
             where = f"{method.upper()} {template}"
             if op.operation_id in seen_ids:
@@ -238,7 +236,7 @@ class _Builder:
             self.spec.components.security_scheme(API_KEY_SCHEME, dict(API_KEY_SECURITY_SCHEME))
         for template, operations in by_path.items():
             self.spec.path(path=template, operations=operations)
-        return _ordered({**self.spec.to_dict(), "tags": [{"name": tag} for tag in tags]})
+        return _ordered(self.spec.to_dict())
 
     def operation(self, where: str, template: str, op: Operation) -> dict[str, Any]:
         declared = _template_names(template)
@@ -262,7 +260,8 @@ class _Builder:
             out["parameters"] = parameters
         if op.body is not None:
             out["requestBody"] = {"required": op.body_required, "content": {JSON_TYPE: {"schema": op.body}}}
-        out["responses"] = {str(status): self.response(op, status) for status in sorted(_statuses(op))}
+        cached = template in CACHED_ROUTES
+        out["responses"] = {str(status): self.response(op, status, cached) for status in sorted(_statuses(op, cached))}
         return out
 
     def parameters(self, schema: type[Schema] | None, location: str) -> list[dict[str, Any]]:
@@ -275,9 +274,12 @@ class _Builder:
                 parameter["required"] = True
         return [_parameter_order(parameter) for parameter in parameters]
 
-    def response(self, op: Operation, status: int) -> dict[str, Any]:
+    def response(self, op: Operation, status: int, cached: bool) -> dict[str, Any]:
         declared = op.responses.get(status)
         extra_headers = op.headers.get(status) or {}
+        if cached and status in (200, 304):
+            # The response cache answers these routes: validators on 200, and 304 to a matching If-None-Match.
+            extra_headers = {**CACHE_HEADERS, **extra_headers}
         if status >= 400 and declared is None and not extra_headers:
             return {"$ref": f"#/components/responses/{self.error_response(status)}"}
         out: dict[str, Any] = {"description": http.HTTPStatus(status).phrase, "headers": self.headers(_EVERY_RESPONSE)}
@@ -332,9 +334,11 @@ def _operations(app: web.Application) -> Iterator[tuple[str, str, Operation]]:
         yield method, route.resource.canonical, op
 
 
-def _statuses(op: Operation) -> set[int]:
+def _statuses(op: Operation, cached: bool) -> set[int]:
     """The declared statuses plus those the middleware chain can answer for this operation (contract §1.3)."""
     statuses = {*op.responses, 429, 500}
+    if cached:
+        statuses.add(304)
     if op.path is not None or op.query is not None or op.body is not None:
         statuses.add(422)
     if op.body is not None:
@@ -370,7 +374,6 @@ def _ordered(document: dict[str, Any]) -> dict[str, Any]:
     return {
         "openapi": document["openapi"],
         "info": {key: info[key] for key in ("title", "version", "description")},
-        "tags": document["tags"],
         "paths": document.get("paths", {}),
         "components": ordered_components,
     }

@@ -174,3 +174,12 @@ async def test_body_problems(make_client: ClientFactory, payload: bytes, kind: s
 async def test_a_static_folder_is_not_found_not_forbidden(client) -> None:  # type: ignore[no-untyped-def]
     resp = await client.get("/static/")
     assert_envelope(await resp.json(), resp, 404, "NotFound")
+
+
+async def test_a_long_but_valid_request_line_reaches_the_operation(client) -> None:  # type: ignore[no-untyped-def]
+    # 10000 four-byte characters percent-encoded: far over aiohttp's default request-line limit.
+    value = "😀" * 10000
+    resp = await client.post("/examples/cache/long-line", params={"value": value})
+    assert resp.status != 400  # Redis is unreachable in these tests: the operation itself answers (503)
+    body = await resp.json()
+    assert body["request_id"] == resp.headers["X-Request-ID"]
