@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -20,6 +21,13 @@ from tests.support.redis_cluster import start_cluster, stop_cluster
 STANDALONE = ("127.0.0.1", 6379)
 Client = TestClient[Any, web.Application]
 AppFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Finalize what a test left to the garbage collector while that test's warning filters still apply."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
