@@ -17,16 +17,35 @@ from refapi import keys
 from refapi.app import build_app
 from refapi.backends.vault import VaultClient
 from refapi.config import RedisNode, Settings
+from tests.servers.mongo import MongoDouble
 from tests.servers.vault import VaultDouble
 from tests.support.processes import free_port
 
 VaultApp = Callable[..., Awaitable[TestClient[Any, web.Application]]]
 
 
+class _Mongo:
+    """The MongoDB double every app here talks to: pymongo keeps retrying an absent server in the background,
+    and a retry cancelled at shutdown leaks its socket (a ResourceWarning), so the Vault tests give it a server."""
+
+    port: int | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mongo_double() -> Iterator[MongoDouble]:
+    double = MongoDouble().start()
+    _Mongo.port = double.port
+    yield double
+    double.stop()
+    _Mongo.port = None
+
+
 def isolated_settings(**overrides: Any) -> Settings:
-    """Settings for the Vault tests: the other backends point at a closed port so they fail fast and stay out of
-    the way, and the limiter and response cache (Redis, shared with other test runs) are off."""
+    """Settings for the Vault tests: the other backends point at a closed port (MongoDB at its double) so they
+    fail fast and stay out of the way, and the limiter and response cache (Redis, shared with other test runs)
+    are off."""
     closed = free_port()
+    assert _Mongo.port is not None, "the mongo_double fixture starts before any app"
     base = dataclasses.replace(
         Settings(),
         backend_timeout=2.0,
@@ -35,7 +54,7 @@ def isolated_settings(**overrides: Any) -> Settings:
         response_cache_enabled=False,
         postgres_host="127.0.0.1", postgres_port=closed,
         mysql_host="127.0.0.1", mysql_port=closed,
-        mongodb_host="127.0.0.1", mongodb_port=closed,
+        mongodb_host="127.0.0.1", mongodb_port=_Mongo.port,
         redis_host="127.0.0.1", redis_port=closed, redis_nodes=(RedisNode("redis-1", "127.0.0.1", closed),),
         rabbitmq_host="127.0.0.1", rabbitmq_port=closed, rabbitmq_management_url=f"http://127.0.0.1:{closed}",
     )
