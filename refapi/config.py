@@ -20,7 +20,7 @@ class ConfigError(ValueError):
     """An environment variable holds a value refapi cannot use; the message names it."""
 
 
-def _secret(default: str = "") -> Any:
+def _secret(default: Any = "") -> Any:
     # Secrets stay out of repr() so a logged Settings object never leaks them.
     return field(default=default, repr=False)
 
@@ -72,7 +72,7 @@ class Settings:
     response_cache_ttl_vault: int = 300
     # HTTP security
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
-    api_keys: tuple[str, ...] = _secret(())  # type: ignore[assignment]
+    api_keys: tuple[str, ...] = _secret(())
     # Vault
     vault_addr: str = "http://localhost:8200"
     vault_token: str = _secret()

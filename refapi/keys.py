@@ -7,26 +7,40 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from aiohttp import ClientSession
+
     from refapi.api.health import HealthCheck
+    from refapi.backends.credentials import CredentialStore
+    from refapi.backends.mongodb import MongoBackend
+    from refapi.backends.mysql import MysqlBackend
+    from refapi.backends.postgres import PostgresBackend
+    from refapi.backends.rabbitmq import RabbitMQ
+    from refapi.backends.redis import RedisBackend
+    from refapi.backends.vault import VaultClient
+    from refapi.config import Settings
+    from refapi.logs import AccessLog
+    from refapi.metrics import Metrics
     from refapi.resilience.guard import Guard
 
-SETTINGS = web.AppKey("settings", "Settings")
-METRICS = web.AppKey("metrics", "Metrics")
-ACCESS_LOG = web.AppKey("access_log", "AccessLog")
-HTTP_SESSION = web.AppKey("http_session", "ClientSession")
-CREDENTIALS = web.AppKey("credentials", "CredentialStore")
+# The annotations give type checkers the value types; at run time they are not evaluated, so importing this
+# module never imports the backends.
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+ACCESS_LOG: web.AppKey[AccessLog] = web.AppKey("access_log")
+HTTP_SESSION: web.AppKey[ClientSession] = web.AppKey("http_session")
+CREDENTIALS: web.AppKey[CredentialStore] = web.AppKey("credentials")
 # Backend facades, set by each backend's cleanup context (refapi/backends/<name>.py).
-VAULT = web.AppKey("vault", "VaultClient")
-POSTGRES = web.AppKey("postgres", "PostgresBackend")
-MYSQL = web.AppKey("mysql", "MysqlBackend")
-MONGODB = web.AppKey("mongodb", "MongoBackend")
-REDIS = web.AppKey("redis", "RedisBackend")
-RABBITMQ = web.AppKey("rabbitmq", "RabbitMQ")
-ROOT_BODY = web.AppKey("root_body", bytes)
-HEALTH_CHECKS = web.AppKey("health_checks", dict[str, "HealthCheck"])
-GUARDS = web.AppKey("guards", dict[str, "Guard"])
+VAULT: web.AppKey[VaultClient] = web.AppKey("vault")
+POSTGRES: web.AppKey[PostgresBackend] = web.AppKey("postgres")
+MYSQL: web.AppKey[MysqlBackend] = web.AppKey("mysql")
+MONGODB: web.AppKey[MongoBackend] = web.AppKey("mongodb")
+REDIS: web.AppKey[RedisBackend] = web.AppKey("redis")
+RABBITMQ: web.AppKey[RabbitMQ] = web.AppKey("rabbitmq")
+ROOT_BODY: web.AppKey[bytes] = web.AppKey("root_body")
+HEALTH_CHECKS: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health_checks")
+GUARDS: web.AppKey[dict[str, Guard]] = web.AppKey("guards")
 
 # Per-request state set by the middlewares.
-REQUEST_ID = web.RequestKey("request_id", str)
-CLIENT_IP = web.RequestKey("client_ip", str)
-PREFLIGHT = web.RequestKey("preflight", bool)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+CLIENT_IP: web.RequestKey[str] = web.RequestKey("client_ip")
+PREFLIGHT: web.RequestKey[bool] = web.RequestKey("preflight")

@@ -39,10 +39,6 @@ EXPOSED_HEADERS = (
 MAX_AGE = 600
 
 
-def is_preflight(request: web.Request) -> bool:
-    return request.get(keys.PREFLIGHT, False)
-
-
 def cors_middleware() -> web.middleware:  # type: ignore[valid-type]
     allowed_methods = frozenset(ALLOWED_METHODS)
     allowed_headers = frozenset(header.lower() for header in ALLOWED_HEADERS)
@@ -67,7 +63,7 @@ def cors_middleware() -> web.middleware:  # type: ignore[valid-type]
             }
             if not origin_ok or requested_method not in allowed_methods or not requested_headers <= allowed_headers:
                 return error_response(request, errors.Forbidden("CORS preflight rejected", reason="cors"))
-            response = web.Response(status=200)
+            response: web.StreamResponse = web.Response(status=200)
             response.headers["Access-Control-Allow-Methods"] = preflight_methods
             response.headers["Access-Control-Allow-Headers"] = preflight_headers
             response.headers["Access-Control-Max-Age"] = str(MAX_AGE)

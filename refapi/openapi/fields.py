@@ -99,10 +99,9 @@ class Pattern(validate.Regexp):
 
     def __init__(self, pattern: str) -> None:
         super().__init__(pattern)
+        self.message_text = f"String should match pattern '{pattern}'"
 
     def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
-            raise ValidationError(
-                problem("string_pattern_mismatch", f"String should match pattern '{self.regex.pattern}'")
-            )
+            raise ValidationError(problem("string_pattern_mismatch", self.message_text))
         return value
