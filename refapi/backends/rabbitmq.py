@@ -22,6 +22,7 @@ from aio_pika.exceptions import (
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    ProbableAuthenticationError,
 )
 from aiohttp import ClientConnectionError, ClientError, ClientSession, encode_basic_auth, web
 from aiormq.exceptions import ConnectionNotAllowed
@@ -39,8 +40,9 @@ SERVICE = "rabbitmq"
 JSON_TYPE = "application/json"
 # Pause between reconnection attempts while the broker is away: how soon a returning broker is used again.
 RECONNECT_INTERVAL = 2.0
-# The broker answers a wrong user/password or a vhost the user may not use by closing the connection.
-AUTH_ERRORS = (AuthenticationError, ConnectionNotAllowed)
+# The broker answers a wrong user/password (ACCESS_REFUSED during the handshake: "probable" to aiormq) or a
+# vhost the user may not use (NOT_ALLOWED) by closing the connection.
+AUTH_ERRORS = (AuthenticationError, ProbableAuthenticationError, ConnectionNotAllowed)
 MANAGEMENT_COLUMNS = "name,messages,consumers,durable"
 
 

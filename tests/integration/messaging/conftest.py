@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aio_pika
@@ -18,7 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from refapi.app import build_app
-from refapi.config import Settings
+from refapi.config import RedisNode, Settings
+from tests.servers.mongo import MongoDouble
+from tests.support.processes import free_port
 
 AMQP = ("127.0.0.1", 5672)
 MANAGEMENT = ("127.0.0.1", 15672)
@@ -55,14 +57,37 @@ def rabbitmq_with_management() -> None:
         time.sleep(0.2)  # polling interval, bounded by the deadline
 
 
+@pytest.fixture(scope="session")
+def mongo_double() -> Iterator[MongoDouble]:
+    """pymongo retries an absent server in the background and a retry cut short at shutdown leaks its socket
+    (a ResourceWarning in whichever test collects it): give it a server."""
+    double = MongoDouble().start()
+    yield double
+    double.stop()
+
+
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    """The defaults reach the machine's broker; rate limiting is off so that other suites' counts never interfere."""
+def settings(mongo_double: MongoDouble) -> Settings:
+    """The machine's broker and management API; the other backends fail fast at a closed port (MongoDB talks to
+    its double) and stay out of the way. Rate limiting and the response cache (Redis, shared with other test
+    runs) are off."""
+    closed = free_port()
     return Settings(
-        rabbitmq_host="127.0.0.1",
+        rabbitmq_host=AMQP[0],
+        rabbitmq_port=AMQP[1],
         rabbitmq_management_url=f"http://{MANAGEMENT[0]}:{MANAGEMENT[1]}",
         rate_limit_enabled=False,
         response_cache_enabled=False,
+        vault_addr=f"http://127.0.0.1:{closed}",
+        postgres_host="127.0.0.1",
+        postgres_port=closed,
+        mysql_host="127.0.0.1",
+        mysql_port=closed,
+        mongodb_host="127.0.0.1",
+        mongodb_port=mongo_double.port,
+        redis_host="127.0.0.1",
+        redis_port=closed,
+        redis_nodes=(RedisNode("redis-1", "127.0.0.1", closed),),
     )
 
 
@@ -73,7 +98,7 @@ async def serve(settings: Settings) -> AsyncIterator[Client]:
         yield client
 
 
-# One app per module: starting one runs every backend's startup, which is slow while some are down.
+# One app per module is enough: tests use their own queues.
 # Tests and fixtures share the module's event loop (pytestmark = pytest.mark.asyncio(loop_scope="module")).
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(settings: Settings) -> AsyncIterator[Client]:
