@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -80,6 +81,7 @@ class Metrics:
         )
         self.app_info.labels(__version__, "refapi").set(1)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._rendering: asyncio.Future[bytes] | None = None
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -91,6 +93,20 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, duration: float) -> None:
         self.child(self.http_requests, method, route, str(status)).inc()
         self.child(self.http_duration, method, route).observe(duration)
+
+    async def scrape(self) -> bytes:
+        """The exposition text, rendered off the event loop; concurrent scrapes share one rendering.
+
+        Aggregating every worker's files costs milliseconds of CPU, so when scrapes pile up each one joins
+        the rendering already under way instead of queueing its own behind it.
+        """
+        if self._rendering is None:
+            self._rendering = asyncio.get_running_loop().run_in_executor(None, self.render)
+            self._rendering.add_done_callback(self._rendered)
+        return await asyncio.shield(self._rendering)
+
+    def _rendered(self, _: asyncio.Future[bytes]) -> None:
+        self._rendering = None
 
     def render(self) -> bytes:
         if not self._multiprocess:

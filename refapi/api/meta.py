@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from marshmallow import Schema, fields
 
@@ -159,6 +157,4 @@ async def root(request: web.Request, inp: Input) -> web.Response:
 )
 async def metrics(request: web.Request, inp: Input) -> web.Response:
     registry = request.app[keys.METRICS]
-    # Aggregating every worker's files is file I/O: keep it off the event loop.
-    body = await asyncio.get_running_loop().run_in_executor(None, registry.render)
-    return web.Response(body=body, headers={"Content-Type": registry.content_type})
+    return web.Response(body=await registry.scrape(), headers={"Content-Type": registry.content_type})

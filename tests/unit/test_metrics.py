@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from refapi.app import build_app
@@ -51,3 +53,20 @@ async def test_metrics_endpoint_format(client) -> None:  # type: ignore[no-untyp
     text = await resp.text()
     assert sample(text, "app_info", name="refapi", version="1.0.0") == 1.0
     assert sample(text, "http_request_duration_seconds_count", method="GET", route="/health/") == 1.0
+
+
+async def test_concurrent_scrapes_share_one_rendering(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    metrics = Metrics()
+    renders = 0
+    original = metrics.render
+
+    def counting_render() -> bytes:
+        nonlocal renders
+        renders += 1
+        return original()
+
+    monkeypatch.setattr(metrics, "render", counting_render)
+    bodies = await asyncio.gather(*(metrics.scrape() for _ in range(10)))
+    assert renders == 1 and len(set(bodies)) == 1
+    await metrics.scrape()  # a scrape after the last one finished renders afresh
+    assert renders == 2
