@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from refapi.app import build_app
+from refapi.metrics import Metrics
 from tests.conftest import ClientFactory, offline_settings
 
 
