@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from marshmallow import INCLUDE, Schema, ValidationError, fields
+from marshmallow import INCLUDE, Schema, ValidationError, fields, post_load
 
 from refapi import errors, keys
 from refapi.openapi.fields import Length, Pattern, QueryInt, Range, Str, problem
@@ -44,18 +44,26 @@ def _queue_name(*, writable: bool, description: str) -> QueueName:
 
 
 class PublishQuery(Schema):
-    queue_name = _queue_name(writable=True, description="Queue to publish to (created durable if missing)")
+    queue_name = _queue_name(
+        writable=True, description="Queue to publish to, declared durable if missing; amq.* is reserved"
+    )
 
 
 class PublishPath(Schema):
-    queue = _queue_name(writable=True, description="Queue to publish to (created durable if missing)")
+    queue = _queue_name(
+        writable=True, description="Queue to publish to, declared durable if missing; amq.* is reserved"
+    )
 
 
 class MessageBody(Schema):
-    """Any non-empty JSON object; it is published exactly as its compact JSON serialization."""
-
     class Meta:
         unknown = INCLUDE
+        description = "Any non-empty JSON object; it is published as its compact UTF-8 JSON serialization"
+
+    @post_load(pass_original=True)
+    def as_received(self, data: dict[str, Any], original: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # Loading rebuilds the object and may reorder its keys; publish and echo it exactly as sent.
+        return original
 
 
 class QueueInfoPath(Schema):
@@ -63,7 +71,7 @@ class QueueInfoPath(Schema):
 
 
 class ConsumePath(Schema):
-    queue = _queue_name(writable=True, description="Queue to take messages from (never created)")
+    queue = _queue_name(writable=True, description="Queue to take messages from (never created); amq.* is reserved")
 
 
 class ConsumeQuery(Schema):

@@ -45,7 +45,9 @@ async def info(client: Client, queue: str) -> Any:
 async def test_both_publish_forms_then_consume_returns_the_bodies_in_order(client: Client, queue: str) -> None:
     first = {"n": 1, "text": "héllo ✓", "nested": {"list": [1, 2.5, None, True]}}
     second = {"n": 2}
-    assert await publish(client, queue, first) == {"queue": queue, "message": first, "action": "published"}
+    echo = await publish(client, queue, first)
+    assert echo == {"queue": queue, "message": first, "action": "published"}
+    assert list(echo["message"]) == list(first)
     assert await publish(client, queue, second, form="path") == {
         "queue": queue,
         "message": second,
@@ -56,6 +58,8 @@ async def test_both_publish_forms_then_consume_returns_the_bodies_in_order(clien
 
     assert body["queue"] == queue and body["count"] == 2
     assert [message["body"] for message in body["messages"]] == [first, second]
+    # As received, key order included, in the echo and in what was published.
+    assert list(body["messages"][0]["body"]) == list(first) == ["n", "text", "nested"]
     for message in body["messages"]:
         assert message["content_type"] == "application/json"
         assert uuid.UUID(message["message_id"]).version == 4
