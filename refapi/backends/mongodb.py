@@ -118,6 +118,9 @@ class MongoBackend:
     async def _open(self, credentials: Mapping[str, str]) -> Client:
         settings = self._settings
         timeout_ms = int(settings.backend_timeout * 1000)
+        # pymongo waits out server selection while a server is down: giving up at half the guard's timeout reports
+        # a refusing server as unreachable rather than letting the guard call it a timeout.
+        selection_ms = timeout_ms // 2
         auth: dict[str, Any] = {}
         if credentials["user"]:
             auth = {
@@ -129,7 +132,7 @@ class MongoBackend:
             settings.mongodb_host,
             settings.mongodb_port,
             maxPoolSize=settings.db_pool_max,
-            serverSelectionTimeoutMS=timeout_ms,
+            serverSelectionTimeoutMS=selection_ms,
             connectTimeoutMS=timeout_ms,
             tz_aware=True,
             appname="refapi",

@@ -47,10 +47,10 @@ class Connector(Generic[C]):
     """The one pool (or client) of a backend in this worker, built from the service's current credentials.
 
     Opening starts at startup without holding it up; if the backend is down, the first call that finds it back
-    opens it. The opening runs as a task of its own that every caller shares: a caller giving up (its guard or the health
-    check timing out) neither aborts the opening for the others nor leaves a half-built pool behind. When the
-    backend rejects the credentials, they are re-read from Vault and, if they changed, the pool is rebuilt with
-    them and the call retried once (contract §3.6).
+    opens it. The opening runs as a task of its own that every caller shares: a caller giving up (its guard or
+    the health check timing out) neither aborts the opening for the others nor leaves a half-built pool behind.
+    When the backend rejects the credentials, they are re-read from Vault and, if they changed, the pool is
+    rebuilt with them and the call retried once (contract §3.6).
     """
 
     def __init__(
@@ -119,9 +119,7 @@ class Connector(Generic[C]):
 
     def _report_startup(self, task: asyncio.Task[C]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning(
-                "%s is unavailable at startup (%s); connecting on first use", self.service, type(exc).__name__
-            )
+            log.warning("%s is unavailable at startup (%s); connecting on first use", self.service, type(exc).__name__)
 
     async def _open(self) -> C:
         try:

@@ -151,7 +151,7 @@ def settings(postgres_account: Account, mysql_account: Account, proxies: dict[st
         db_pool_min=2,
         db_pool_max=4,
         backend_timeout=2.0,
-        health_check_timeout=1.0,
+        health_check_timeout=1.5,
         rate_limit_enabled=False,
         response_cache_enabled=False,
     )
