@@ -341,6 +341,8 @@ def _statuses(op: Operation, cached: bool) -> set[int]:
         statuses.add(304)
     if op.path is not None or op.query is not None or op.body is not None:
         statuses.add(422)
+    if op.path is not None:
+        statuses.add(404)  # a path value the route's pattern does not match is the router's 404
     if op.body is not None:
         statuses |= {400, 413, 415}
     if op.api_key:
