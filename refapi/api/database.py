@@ -9,7 +9,7 @@ from marshmallow import Schema, fields
 from marshmallow.validate import OneOf
 
 from refapi import keys
-from refapi.backends.sql import TABLE, Record
+from refapi.backends.database import TABLE, Record
 from refapi.openapi.fields import Length, Pattern, QueryInt, Range, Str
 from refapi.openapi.operation import Input, json_response, operation
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pymongo
@@ -13,11 +13,18 @@ from pymongo import DESCENDING, AsyncMongoClient
 from pymongo import errors as mongo_errors
 
 from refapi import keys
-from refapi.api.health import register_check
 from refapi.backends.credentials import CredentialStore
-from refapi.backends.sql import AUTH_FAILED, TABLE, Connector, Record, format_created_at, utc_now
+from refapi.backends.database import (
+    AUTH_FAILED,
+    TABLE,
+    Connector,
+    Record,
+    format_created_at,
+    register_database,
+    utc_now,
+)
 from refapi.config import Settings
-from refapi.resilience.guard import Guard, make_guard
+from refapi.resilience.guard import Guard
 
 log = logging.getLogger("refapi.backends.mongodb")
 
@@ -163,24 +170,4 @@ class MongoBackend:
 
 def setup(app: web.Application) -> None:
     """Register the cleanup context, guard and health check of this backend."""
-    settings = app[keys.SETTINGS]
-    guard = make_guard(app, SERVICE, classify)
-
-    async def check() -> dict[str, Any]:
-        backend: MongoBackend = app[keys.MONGODB]  # before startup there is none: the check reports unhealthy
-        return await backend.health()
-
-    register_check(app, SERVICE, check)
-
-    async def mongodb_ctx(app: web.Application) -> AsyncIterator[None]:
-        # The Vault backend (set up first) provides the store; without it, the environment and defaults apply.
-        credentials = app.get(keys.CREDENTIALS) or CredentialStore(settings, None)
-        backend = MongoBackend(settings, credentials, guard)
-        backend.start()
-        app[keys.MONGODB] = backend
-        try:
-            yield
-        finally:
-            await backend.close()
-
-    app.cleanup_ctx.append(mongodb_ctx)
+    register_database(app, SERVICE, keys.MONGODB, MongoBackend, classify)

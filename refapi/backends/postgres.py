@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from refapi import keys
-from refapi.api.health import register_check
 from refapi.backends.credentials import CredentialStore
-from refapi.backends.sql import AUTH_FAILED, TABLE, Connector, Record, format_created_at, utc_now
+from refapi.backends.database import (
+    AUTH_FAILED,
+    TABLE,
+    Connector,
+    Record,
+    format_created_at,
+    register_database,
+    utc_now,
+)
 from refapi.config import Settings
-from refapi.resilience.guard import Guard, make_guard
+from refapi.resilience.guard import Guard
 
 log = logging.getLogger("refapi.backends.postgres")
 
@@ -144,24 +151,4 @@ class PostgresBackend:
 
 def setup(app: web.Application) -> None:
     """Register the cleanup context, guard and health check of this backend."""
-    settings = app[keys.SETTINGS]
-    guard = make_guard(app, SERVICE, classify)
-
-    async def check() -> dict[str, Any]:
-        backend: PostgresBackend = app[keys.POSTGRES]  # before startup there is none: the check reports unhealthy
-        return await backend.health()
-
-    register_check(app, SERVICE, check)
-
-    async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-        # The Vault backend (set up first) provides the store; without it, the environment and defaults apply.
-        credentials = app.get(keys.CREDENTIALS) or CredentialStore(settings, None)
-        backend = PostgresBackend(settings, credentials, guard)
-        backend.start()
-        app[keys.POSTGRES] = backend
-        try:
-            yield
-        finally:
-            await backend.close()
-
-    app.cleanup_ctx.append(postgres_ctx)
+    register_database(app, SERVICE, keys.POSTGRES, PostgresBackend, classify)

@@ -204,8 +204,9 @@ class VaultClient:
         data = _dig(data_body, "data", "data") if data_status == 200 else None
         try:
             info = _version_info(metadata.get("version"), metadata)
-            listed = sorted((_version_info(number, item) for number, item in versions.items()),
-                            key=lambda item: item.version)
+            listed = sorted(
+                (_version_info(number, item) for number, item in versions.items()), key=lambda item: item.version
+            )
         except (KeyError, TypeError, ValueError):
             raise self._unexpected("kv metadata", meta_status) from None
         return VersionedSecret(info=info, data=data if isinstance(data, dict) else None, versions=listed)
@@ -281,8 +282,11 @@ class VaultClient:
         path = f"{settings.vault_pki_mount.strip('/')}/issue/{quote(settings.vault_pki_role, safe='')}"
         status, body = await self._call("POST", path, body=request)
         data = _dig(body, "data") if status == 200 else None
-        if not isinstance(data, dict) or not isinstance(data.get("certificate"), str) \
-                or not isinstance(data.get("private_key"), str):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("certificate"), str)
+            or not isinstance(data.get("private_key"), str)
+        ):
             raise self._unexpected("pki issue", status)
         chain = [data["certificate"], *(item for item in data.get("ca_chain") or [] if isinstance(item, str))]
         leaf = x509.load_pem_x509_certificate(data["certificate"].encode())
@@ -384,8 +388,14 @@ class VaultClient:
             raise VaultUnavailable("denied" if status == 403 else "error")
         ttl = float(auth["lease_duration"])
         full = lease.full_ttl or lease.ttl or ttl
-        renewed = replace(lease, ttl=ttl, renewable=bool(auth.get("renewable")), obtained=time.monotonic(),
-                          full_ttl=full, capped=ttl < full)
+        renewed = replace(
+            lease,
+            ttl=ttl,
+            renewable=bool(auth.get("renewable")),
+            obtained=time.monotonic(),
+            full_ttl=full,
+            capped=ttl < full,
+        )
         if self._lease is not None and self._lease.token == lease.token:
             self._lease = renewed
         log.info("Vault token renewed", extra={"ttl_seconds": ttl, "capped": renewed.capped})
@@ -412,8 +422,9 @@ class VaultClient:
                 if self._approle is not None:
                     self._lease = await self._login(self._approle)
                 elif self._settings.vault_token:
-                    self._lease = _Lease(self._settings.vault_token, ttl=None, renewable=False,
-                                         obtained=time.monotonic())
+                    self._lease = _Lease(
+                        self._settings.vault_token, ttl=None, renewable=False, obtained=time.monotonic()
+                    )
                 else:
                     raise VaultUnavailable("not_configured")
             return self._lease
@@ -435,12 +446,20 @@ class VaultClient:
             "POST", "auth/approle/login", token=None, body={"role_id": ids.role_id, "secret_id": ids.secret_id}
         )
         auth = _dig(body, "auth") if status == 200 else None
-        if isinstance(auth, dict) and isinstance(auth.get("client_token"), str) \
-                and isinstance(auth.get("lease_duration"), int):
+        if (
+            isinstance(auth, dict)
+            and isinstance(auth.get("client_token"), str)
+            and isinstance(auth.get("lease_duration"), int)
+        ):
             ttl = float(auth["lease_duration"])
             log.info("logged in to Vault with AppRole", extra={"ttl_seconds": ttl})
-            return _Lease(auth["client_token"], ttl=ttl, renewable=bool(auth.get("renewable")),
-                          obtained=time.monotonic(), full_ttl=ttl)
+            return _Lease(
+                auth["client_token"],
+                ttl=ttl,
+                renewable=bool(auth.get("renewable")),
+                obtained=time.monotonic(),
+                full_ttl=ttl,
+            )
         if status >= 500:
             raise self._unexpected("approle login", status)
         log.warning("Vault rejected the AppRole login (HTTP %s)", status)
@@ -453,9 +472,13 @@ class VaultClient:
         if not isinstance(data, dict) or not isinstance(data.get("ttl"), int):
             raise VaultUnavailable("denied" if status == 403 else "error")
         creation_ttl = data.get("creation_ttl")
-        looked_up = replace(lease, ttl=float(data["ttl"]), renewable=bool(data.get("renewable")),
-                            obtained=time.monotonic(),
-                            full_ttl=float(creation_ttl) if isinstance(creation_ttl, int) else None)
+        looked_up = replace(
+            lease,
+            ttl=float(data["ttl"]),
+            renewable=bool(data.get("renewable")),
+            obtained=time.monotonic(),
+            full_ttl=float(creation_ttl) if isinstance(creation_ttl, int) else None,
+        )
         if self._lease is not None and self._lease.token == lease.token:
             self._lease = looked_up
         return looked_up
@@ -480,7 +503,12 @@ class VaultClient:
         return status, answer
 
     async def _send(
-        self, method: str, path: str, *, token: str | None, params: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None,
+        params: Mapping[str, str] | None = None,
         body: Any = None,
     ) -> tuple[int, Any]:
         headers = {"X-Vault-Token": token} if token else None

@@ -10,7 +10,7 @@ from pymongo import errors as mongo_errors
 from pymysql import err as mysql_errors
 
 from refapi.backends import mongodb, mysql, postgres
-from refapi.backends.sql import format_created_at
+from refapi.backends.database import format_created_at
 
 
 @pytest.mark.parametrize(

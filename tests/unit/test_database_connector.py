@@ -1,4 +1,4 @@
-"""The database pool lifecycle (refapi.backends.sql.Connector) with fake pools: sharing, cancellation, rotation."""
+"""The database pool lifecycle (refapi.backends.database.Connector) with fake pools: sharing, cancellation, rotation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from refapi.backends.credentials import CredentialStore
-from refapi.backends.sql import Connector
+from refapi.backends.database import Connector
 from refapi.config import Settings
 
 

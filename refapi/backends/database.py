@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Generic, TypedDict, TypeVar
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
+from aiohttp import web
+
+from refapi import keys
+from refapi.api.health import register_check
 from refapi.backends.credentials import CredentialStore
-from refapi.resilience.guard import Classifier
+from refapi.config import Settings
+from refapi.resilience.guard import Classifier, Guard, make_guard
 
-log = logging.getLogger("refapi.backends.sql")
+log = logging.getLogger("refapi.backends.database")
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -143,3 +148,44 @@ class Connector(Generic[C]):
             await self._closer(client)
         except Exception as exc:  # the pool is gone either way; shutdown and rotation must go on
             log.warning("closing the %s pool failed (%s)", self.service, type(exc).__name__)
+
+
+class DatabaseBackend(Protocol):
+    """What the three database facades share: built from settings, credentials and a guard; started, closed."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+
+def register_database(
+    app: web.Application,
+    service: str,
+    key: web.AppKey[Any],
+    factory: Callable[[Settings, CredentialStore, Guard], DatabaseBackend],
+    classify: Classifier,
+) -> None:
+    """A database backend's setup: its guard, its health check, and the cleanup context that owns its pool."""
+    settings = app[keys.SETTINGS]
+    guard = make_guard(app, service, classify)
+
+    async def check() -> dict[str, Any]:
+        backend: DatabaseBackend = app[key]  # before startup there is none: the check reports unhealthy
+        return await backend.health()
+
+    register_check(app, service, check)
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        # The Vault backend (set up first) provides the store; without it, the environment and defaults apply.
+        credentials = app.get(keys.CREDENTIALS) or CredentialStore(settings, None)
+        backend = factory(settings, credentials, guard)
+        backend.start()
+        app[key] = backend
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    app.cleanup_ctx.append(database_ctx)
