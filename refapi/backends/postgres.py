@@ -123,6 +123,7 @@ class PostgresBackend:
             max_size=settings.db_pool_max,
             timeout=settings.backend_timeout,  # per connection attempt
             command_timeout=settings.backend_timeout,
+            reset=_keep_session,
         )
         try:
             async with pool.acquire() as connection, connection.transaction():
@@ -147,6 +148,14 @@ class PostgresBackend:
                 await pool.close()
         except TimeoutError:
             pool.terminate()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN, ...) after every query.
+
+    refapi never changes session state: no SET, LISTEN, session advisory locks or open cursors, so there is
+    nothing to reset, and skipping it halves the round trips of a pooled query.
+    """
 
 
 def setup(app: web.Application) -> None:
