@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import select
 import sys
 import time
 import traceback
@@ -45,12 +47,6 @@ class _SecondCache:
         return f"{self._prefix}.{int((epoch - second) * 1000):03d}Z"
 
 
-def write_line(fields: dict[str, Any]) -> None:
-    # One os.write per line: below PIPE_BUF it is atomic, so lines from several workers never interleave,
-    # and nothing is left in a buffer if the worker dies.
-    os.write(_stdout_fd(), orjson.dumps(fields, default=str) + b"\n")
-
-
 def _stdout_fd() -> int:
     try:
         return sys.stdout.fileno()
@@ -78,7 +74,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class JsonLineHandler(logging.Handler):
-    """Writes each formatted record with write_line's single-syscall discipline."""
+    """Writes each record with one os.write: below PIPE_BUF that is atomic, so lines from several workers never
+    interleave, and nothing waits in a buffer if the worker dies."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,13 +104,19 @@ def configure(level: str) -> None:
 
 
 class AccessLog:
-    """The per-request line, built as a dict and written directly: no LogRecord machinery on the hot path."""
+    """The per-request line, built as a dict and written directly: no LogRecord machinery on the hot path.
+
+    Lines produced in one event-loop turn leave in as few writes as possible, each at most PIPE_BUF bytes of
+    whole lines, so they stay atomic with respect to other workers sharing the same stdout pipe. Under load
+    that is one system call for many requests instead of one each.
+    """
 
     logger_name = "refapi.access"
 
     def __init__(self) -> None:
         self._logger = logging.getLogger(self.logger_name)
         self._timestamp = _SecondCache()
+        self._pending: list[bytes] = []
 
     def write(
         self, *, request_id: str, method: str, route: str, path: str, status: int, duration: float, client_ip: str
@@ -121,7 +124,7 @@ class AccessLog:
         level = logging.ERROR if status >= 500 else logging.INFO
         if not self._logger.isEnabledFor(level):
             return
-        write_line(
+        line = orjson.dumps(
             {
                 "timestamp": self._timestamp(time.time()),
                 "level": "ERROR" if level == logging.ERROR else "INFO",
@@ -136,3 +139,17 @@ class AccessLog:
                 "client_ip": client_ip,
             }
         )
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(line + b"\n")
+
+    def flush(self) -> None:
+        lines, self._pending = self._pending, []
+        fd, chunk = _stdout_fd(), b""
+        for line in lines:
+            if chunk and len(chunk) + len(line) > select.PIPE_BUF:
+                os.write(fd, chunk)
+                chunk = b""
+            chunk += line
+        if chunk:
+            os.write(fd, chunk)

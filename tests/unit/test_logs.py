@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import select
 from typing import Any
 
+from refapi import logs
 from refapi.logs import JsonFormatter, redact
 from refapi.middlewares.metrics import loggable_path
 from tests.unit.test_errors_and_limits import app_with_test_routes
@@ -83,3 +86,20 @@ def test_formatter_scrubs_url_credentials_and_carries_request_id() -> None:
     assert "s3cret" not in line["message"] and line["message"] == "connect to amqp://***@rabbit:5672/ failed"
     assert line["request_id"] == "rid-7" and line["level"] == "WARNING" and line["logger"] == "refapi.test"
     assert redact("redis://:pw@h:1") == "redis://***@h:1"
+
+
+async def test_access_lines_of_one_turn_leave_in_atomic_chunks(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="refapi.access")
+    writes: list[bytes] = []
+    monkeypatch.setattr(logs.os, "write", lambda fd, data: writes.append(bytes(data)) or len(data))
+    access = logs.AccessLog()
+    for n in range(40):
+        access.write(
+            request_id=f"r{n}", method="GET", route="/", path="/", status=200, duration=0.001, client_ip="127.0.0.1"
+        )
+    assert writes == []  # nothing leaves until the loop turn ends
+    await asyncio.sleep(0)
+    assert 1 < len(writes) < 40
+    assert all(len(chunk) <= select.PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)
+    ids = [json.loads(line)["request_id"] for chunk in writes for line in chunk.splitlines()]
+    assert ids == [f"r{n}" for n in range(40)]
