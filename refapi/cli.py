@@ -114,3 +114,7 @@ async def _start_https(runner: web.AppRunner, settings: Settings) -> None:
             return
     await web.TCPSite(runner, settings.bind_host, settings.https_port, ssl_context=context).start()
     log.info("serving HTTPS", extra={"port": settings.https_port})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
