@@ -85,7 +85,7 @@ def vault_double() -> Iterator[VaultDouble]:
     double.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mongo_double() -> Iterator[MongoDouble]:
     double = MongoDouble().start()
     yield double
@@ -96,6 +96,20 @@ def redis_at(host: str, port: int) -> dict[str, Any]:
     return {"redis_host": host, "redis_port": port, "redis_nodes": (RedisNode("redis-1", host, port),)}
 
 
-def resilience_settings(**overrides: Any) -> Settings:
-    """Every backend unreachable (tests/conftest.py) unless overridden; X-Forwarded-For trusted from loopback."""
-    return offline_settings(**{"trusted_proxies": LOOPBACK, **overrides})
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(mongo_double: MongoDouble) -> SettingsFactory:
+    """`make_settings(**overrides)`: every backend unreachable (tests/conftest.py) unless overridden, except MongoDB,
+    and X-Forwarded-For trusted from loopback.
+
+    MongoDB is the double because pymongo leaks a socket when a client is closed while its monitor is connecting
+    to an address that refuses; the warning would surface in whichever test the garbage collector runs in.
+    """
+
+    def factory(**overrides: Any) -> Settings:
+        base = {"trusted_proxies": LOOPBACK, "mongodb_host": mongo_double.host, "mongodb_port": mongo_double.port}
+        return offline_settings(**{**base, **overrides})
+
+    return factory

@@ -18,9 +18,9 @@ from tests.integration.resilience.conftest import (
     RABBITMQ,
     REDIS,
     Account,
+    SettingsFactory,
     eventually,
     redis_at,
-    resilience_settings,
 )
 from tests.servers.mongo import MongoDouble
 from tests.servers.vault import VaultDouble
@@ -43,6 +43,7 @@ def proxies(postgres_account: Account) -> Any:
 @pytest.fixture
 def make_healthy_client(
     make_client: ClientFactory,
+    make_settings: SettingsFactory,
     proxies: dict[str, TcpProxy],
     postgres_account: Account,
     mysql_account: Account,
@@ -52,7 +53,7 @@ def make_healthy_client(
     """`await make_healthy_client(**overrides)`: every backend reachable (the doubles, the machine's servers)."""
 
     async def factory(**overrides: Any) -> Client:
-        settings = resilience_settings(
+        settings = make_settings(
             vault_addr=vault_double.url,
             vault_token=vault_double.root_token,
             postgres_host=proxies["postgres"].host,

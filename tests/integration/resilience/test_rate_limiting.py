@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client.mmap_dict import MmapedDict
 from redis.asyncio import Redis
 
 from refapi import keys
@@ -21,15 +23,14 @@ from refapi.resilience.rate_limit import KEY_PREFIX, window_of
 from tests.conftest import ClientFactory
 from tests.integration.resilience.conftest import (
     REDIS,
+    SettingsFactory,
     client_address,
     eventually,
     forwarded,
     fresh_window,
     redis_at,
-    resilience_settings,
     seconds_to_window_end,
 )
-from tests.integration.test_gunicorn import per_worker_health_counts
 from tests.support.contract import checked
 from tests.support.processes import free_port, gunicorn
 from tests.support.tcp_proxy import TcpProxy
@@ -53,7 +54,7 @@ async def assert_rejected(response: aiohttp.ClientResponse, scope: str, limit: i
 
 # ---- several gunicorn workers ----------------------------------------------------------------------------------
 
-LIMIT, EXTRA = 6, 9
+LIMIT, EXTRA, GROUP = 6, 9, 3
 
 
 def worker_env(metrics_dir: Path) -> dict[str, str]:
@@ -80,6 +81,19 @@ def worker_env(metrics_dir: Path) -> dict[str, str]:
     }
 
 
+def served_per_worker(metrics_dir: Path, route: str) -> dict[str, float]:
+    """Requests each worker answered on `route`, whatever the status, read from its own multiprocess counter file."""
+    served = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        total = 0.0
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
+            _, sample, labels, *_ = json.loads(key)  # [metric, sample name, labels, help]
+            if sample == "http_requests_total" and labels.get("route") == route:
+                total += value
+        served[path.stem] = total
+    return served
+
+
 async def test_workers_share_one_count_per_client(tmp_path: Path) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -87,27 +101,37 @@ async def test_workers_share_one_count_per_client(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}/health/"
         # A fresh connection per request lets any worker accept it. The kernel decides which; an attempt that
         # happened to land on a single worker proves nothing, so it is repeated (as another client) until the
-        # successes came from at least two workers.
+        # requests were answered by at least two workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-            for attempt in range(10):
+
+            async def send(address: str) -> list[aiohttp.ClientResponse]:
+                # Small concurrent groups: concurrent enough to share batches, spread enough to reach every worker
+                # (one burst tends to be drained from the listening socket by whichever worker wakes first).
+                responses: list[aiohttp.ClientResponse] = []
+                for _ in range(0, LIMIT + EXTRA, GROUP):
+                    group = (session.get(url, headers=forwarded(address)) for _ in range(GROUP))
+                    responses += await asyncio.gather(*group)
+                return responses
+
+            for _ in range(10):
                 address = client_address()
-                before = per_worker_health_counts(metrics_dir, tmp_path / f"before{attempt}")
-                await fresh_window(needed=5)
+                before = served_per_worker(metrics_dir, "/health/")
+                await fresh_window(needed=10)
                 sent = time.time()
-                responses = await asyncio.gather(
-                    *(session.get(url, headers=forwarded(address)) for _ in range(LIMIT + EXTRA))
-                )
+                responses = await send(address)
                 received = time.time()
-                after = per_worker_health_counts(metrics_dir, tmp_path / f"after{attempt}")
+                after = served_per_worker(metrics_dir, "/health/")
                 if sum(1 for name, count in after.items() if count > before.get(name, 0.0)) >= 2:
                     break
+                for response in responses:
+                    response.release()
             else:
                 pytest.fail("ten attempts in a row were all served by a single worker")
             try:
                 ok = [response for response in responses if response.status == 200]
                 rejected = [response for response in responses if response.status != 200]
-                # Per-worker limits would let more through: two workers serving at least one request each
-                # would admit more than LIMIT of the LIMIT + EXTRA requests.
+                # Per-worker limits would let more through: with two workers answering at least one request
+                # each, they would admit more than LIMIT of the LIMIT + EXTRA requests.
                 assert len(ok) == LIMIT and len(rejected) == EXTRA
                 assert sorted(int(response.headers["X-RateLimit-Remaining"]) for response in ok) == list(range(LIMIT))
                 for response in responses:
@@ -124,8 +148,10 @@ async def test_workers_share_one_count_per_client(tmp_path: Path) -> None:
 # ---- one worker, in process ------------------------------------------------------------------------------------
 
 
-async def test_headers_count_down_and_reset_with_the_minute(make_client: ClientFactory) -> None:
-    client = await make_client(build_app(resilience_settings(rate_limit_general=3, **redis_at(*REDIS))))
+async def test_headers_count_down_and_reset_with_the_minute(
+    make_client: ClientFactory, make_settings: SettingsFactory
+) -> None:
+    client = await make_client(build_app(make_settings(rate_limit_general=3, **redis_at(*REDIS))))
     address = client_address()
     await fresh_window(needed=3)
     sent = time.time()
@@ -139,10 +165,12 @@ async def test_headers_count_down_and_reset_with_the_minute(make_client: ClientF
     await assert_rejected(responses[-1], "general", 3)
 
 
-async def test_forwarded_for_counts_only_behind_a_trusted_proxy(make_client: ClientFactory) -> None:
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
+    make_client: ClientFactory, make_settings: SettingsFactory
+) -> None:
     # Redis is unreachable here: each app counts on its own, so the two never see each other's requests.
-    direct = await make_client(build_app(resilience_settings(rate_limit_general=2, trusted_proxies=())))
-    behind_proxy = await make_client(build_app(resilience_settings(rate_limit_general=2)))
+    direct = await make_client(build_app(make_settings(rate_limit_general=2, trusted_proxies=())))
+    behind_proxy = await make_client(build_app(make_settings(rate_limit_general=2)))
     await fresh_window(needed=3)
 
     # An untrusted peer cannot pick a new identity per request: every request counts against the peer.
@@ -161,10 +189,10 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(make_client: Cli
 
 
 async def test_concurrent_requests_share_few_redis_round_trips(
-    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+    make_client: ClientFactory, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requests, limit = 60, 1000
-    client = await make_client(build_app(resilience_settings(rate_limit_general=limit, **redis_at(*REDIS))))
+    client = await make_client(build_app(make_settings(rate_limit_general=limit, **redis_at(*REDIS))))
     redis_client = client.app[keys.REDIS].client
     original = redis_client.pipeline
     round_trips = 0
@@ -204,6 +232,7 @@ async def counted_in_redis(redis: Redis, scope: str, address: str) -> int | None
 async def test_limits_hold_per_worker_while_redis_is_down_and_are_shared_again_after(
     outage: str,
     make_client: ClientFactory,
+    make_settings: SettingsFactory,
     redis_proxy: TcpProxy,
     redis: Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -211,7 +240,7 @@ async def test_limits_hold_per_worker_while_redis_is_down_and_are_shared_again_a
     # Read when a worker's counter is made: a short pause keeps the test quick; the behaviour is the same.
     monkeypatch.setattr(rate_limit, "REDIS_RETRY_AFTER", 0.5)
     limit = 3
-    settings = resilience_settings(rate_limit_general=limit, **redis_at(redis_proxy.host, redis_proxy.port))
+    settings = make_settings(rate_limit_general=limit, **redis_at(redis_proxy.host, redis_proxy.port))
     # Two workers of one deployment: two apps with their own counters, reaching Redis through the proxy.
     workers = [await make_client(build_app(settings)) for _ in range(2)]
 
