@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypedDict, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from aiohttp import web
 
@@ -150,21 +150,51 @@ class Connector(Generic[C]):
             log.warning("closing the %s pool failed (%s)", self.service, type(exc).__name__)
 
 
-class DatabaseBackend(Protocol):
-    """What the three database facades share: built from settings, credentials and a guard; started, closed."""
+class PooledBackend(Generic[C]):
+    """The lifecycle the three database facades share: one pool (or client) opened lazily behind a Connector.
 
-    def start(self) -> None: ...
+    Subclasses name their service and classifier and say how to open and close the pool; every API call goes
+    through the guard (breaker, BACKEND_TIMEOUT, metrics), health checks straight to the connector.
+    """
 
-    async def close(self) -> None: ...
+    service: str
+    label: str
+    classify: Classifier
 
-    async def health(self) -> dict[str, Any]: ...
+    def __init__(self, settings: Settings, credentials: CredentialStore, guard: Guard) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._guard = guard
+        self.connector: Connector[C] = Connector(
+            self.service,
+            credentials,
+            opener=self._open,
+            closer=self._close,
+            classify=type(self).classify,
+            timeout=settings.backend_timeout,
+        )
+
+    def start(self) -> None:
+        self.connector.warm_up()
+
+    async def close(self) -> None:
+        await self.connector.close()
+
+    async def health(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _open(self, credentials: Mapping[str, str]) -> C:
+        raise NotImplementedError
+
+    async def _close(self, client: C) -> None:
+        raise NotImplementedError
 
 
 def register_database(
     app: web.Application,
     service: str,
     key: web.AppKey[Any],
-    factory: Callable[[Settings, CredentialStore, Guard], DatabaseBackend],
+    factory: type[PooledBackend[Any]],
     classify: Classifier,
 ) -> None:
     """A database backend's setup: its guard, its health check, and the cleanup context that owns its pool."""
@@ -172,7 +202,7 @@ def register_database(
     guard = make_guard(app, service, classify)
 
     async def check() -> dict[str, Any]:
-        backend: DatabaseBackend = app[key]  # before startup there is none: the check reports unhealthy
+        backend: PooledBackend[Any] = app[key]  # before startup there is none: the check reports unhealthy
         return await backend.health()
 
     register_check(app, service, check)

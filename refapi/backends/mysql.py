@@ -12,18 +12,15 @@ from aiohttp import web
 from pymysql import err as mysql_errors
 
 from refapi import keys
-from refapi.backends.credentials import CredentialStore
 from refapi.backends.database import (
     AUTH_FAILED,
     TABLE,
-    Connector,
+    PooledBackend,
     Record,
     format_created_at,
     register_database,
     utc_now,
 )
-from refapi.config import Settings
-from refapi.resilience.guard import Guard
 
 log = logging.getLogger("refapi.backends.mysql")
 
@@ -81,28 +78,12 @@ async def _insert(pool: aiomysql.Pool, *args: Any) -> int:
         return int(cursor.lastrowid)
 
 
-class MysqlBackend:
+class MysqlBackend(PooledBackend[aiomysql.Pool]):
     """What the API uses: every call goes through the guard (breaker, BACKEND_TIMEOUT, metrics)."""
 
+    service = SERVICE
     label = LABEL
-
-    def __init__(self, settings: Settings, credentials: CredentialStore, guard: Guard) -> None:
-        self._settings = settings
-        self._guard = guard
-        self.connector: Connector[aiomysql.Pool] = Connector(
-            SERVICE,
-            credentials,
-            opener=self._open,
-            closer=self._close,
-            classify=classify,
-            timeout=settings.backend_timeout,
-        )
-
-    def start(self) -> None:
-        self.connector.warm_up()
-
-    async def close(self) -> None:
-        await self.connector.close()
+    classify = staticmethod(classify)
 
     async def health(self) -> dict[str, Any]:
         """`SELECT VERSION()`, bypassing the breaker; check_service bounds it and reports failures."""

@@ -11,18 +11,15 @@ import asyncpg
 from aiohttp import web
 
 from refapi import keys
-from refapi.backends.credentials import CredentialStore
 from refapi.backends.database import (
     AUTH_FAILED,
     TABLE,
-    Connector,
+    PooledBackend,
     Record,
     format_created_at,
     register_database,
     utc_now,
 )
-from refapi.config import Settings
-from refapi.resilience.guard import Guard
 
 log = logging.getLogger("refapi.backends.postgres")
 
@@ -67,28 +64,12 @@ def _record(row: asyncpg.Record) -> Record:
     }
 
 
-class PostgresBackend:
+class PostgresBackend(PooledBackend[asyncpg.Pool]):
     """What the API uses: every call goes through the guard (breaker, BACKEND_TIMEOUT, metrics)."""
 
+    service = SERVICE
     label = LABEL
-
-    def __init__(self, settings: Settings, credentials: CredentialStore, guard: Guard) -> None:
-        self._settings = settings
-        self._guard = guard
-        self.connector: Connector[asyncpg.Pool] = Connector(
-            SERVICE,
-            credentials,
-            opener=self._open,
-            closer=self._close,
-            classify=classify,
-            timeout=settings.backend_timeout,
-        )
-
-    def start(self) -> None:
-        self.connector.warm_up()
-
-    async def close(self) -> None:
-        await self.connector.close()
+    classify = staticmethod(classify)
 
     async def health(self) -> dict[str, Any]:
         """`SELECT version()`, bypassing the breaker; check_service bounds it and reports failures."""
