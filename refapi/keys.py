@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from refapi.config import Settings
     from refapi.logs import AccessLog
     from refapi.metrics import Metrics
+    from refapi.openapi.docs import RenderedSpec
     from refapi.resilience.guard import Guard
 
 # The annotations give type checkers the value types; at run time they are not evaluated, so importing this
@@ -37,6 +38,8 @@ MONGODB: web.AppKey[MongoBackend] = web.AppKey("mongodb")
 REDIS: web.AppKey[RedisBackend] = web.AppKey("redis")
 RABBITMQ: web.AppKey[RabbitMQ] = web.AppKey("rabbitmq")
 ROOT_BODY: web.AppKey[bytes] = web.AppKey("root_body")
+# The OpenAPI document, rendered once at startup (refapi/openapi/docs.py).
+OPENAPI: web.AppKey[RenderedSpec] = web.AppKey("openapi")
 HEALTH_CHECKS: web.AppKey[dict[str, HealthCheck]] = web.AppKey("health_checks")
 GUARDS: web.AppKey[dict[str, Guard]] = web.AppKey("guards")
 

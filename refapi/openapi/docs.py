@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from refapi import keys
 from refapi.openapi.spec import dump_spec, generate_spec
 
 log = logging.getLogger("refapi.openapi")
@@ -31,7 +32,6 @@ class RenderedSpec:
     yaml: bytes
 
 
-OPENAPI = web.AppKey("openapi", RenderedSpec)
 
 # Everything comes from this origin; the bundles style their elements inline and use data: images.
 _POLICY = (
@@ -98,7 +98,7 @@ def setup(app: web.Application) -> None:
 
 async def _render(app: web.Application) -> None:
     # A few milliseconds of CPU and a stat per asset: off the loop all the same, and done once per worker.
-    app[OPENAPI] = await asyncio.get_running_loop().run_in_executor(None, render, app)
+    app[keys.OPENAPI] = await asyncio.get_running_loop().run_in_executor(None, render, app)
 
 
 def render(app: web.Application) -> RenderedSpec:
@@ -111,11 +111,11 @@ def render(app: web.Application) -> RenderedSpec:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[OPENAPI].json, content_type="application/json", charset="utf-8")
+    return web.Response(body=request.app[keys.OPENAPI].json, content_type="application/json", charset="utf-8")
 
 
 async def openapi_yaml(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[OPENAPI].yaml, headers={"Content-Type": "application/yaml"})
+    return web.Response(body=request.app[keys.OPENAPI].yaml, headers={"Content-Type": "application/yaml"})
 
 
 async def swagger_ui(request: web.Request) -> web.Response:
