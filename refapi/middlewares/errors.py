@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from refapi import errors, keys
+from refapi.middlewares.metrics import route_of
 from refapi.middlewares.request_id import request_id_of
 
 log = logging.getLogger("refapi.errors")
@@ -62,12 +63,7 @@ def errors_middleware() -> web.middleware:  # type: ignore[valid-type]
                 log.error("unexpected HTTP %d from a handler", exc.status)
             return error_response(request, api_error)
         except Exception:
-            log.exception("unhandled error while serving %s %s", request.method, _route_of(request))
+            log.exception("unhandled error while serving %s %s", request.method, route_of(request))
             return error_response(request, errors.InternalServerError())
 
     return envelope
-
-
-def _route_of(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "<unmatched>"

@@ -669,13 +669,16 @@ class _Differ:
 
     def constraints(self, location: str, request: bool, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         for tightened, description in _constraint_changes(old, new):
-            if not request:
-                # What a server promises to send; tighter or looser, clients keep working.
-                self.emit("response-constraint-changed", location, f"{description} in the response.")
-            elif tightened:
-                self.emit("constraint-tightened", location, f"{description}, so some valid input is now rejected.")
-            else:
-                self.emit("constraint-relaxed", location, f"{description}, so more input is accepted.")
+            self.constraint(location, request, tightened, description)
+
+    def constraint(self, location: str, request: bool, tightened: bool, description: str) -> None:
+        if not request:
+            # What a server promises to send; tighter or looser, clients keep working.
+            self.emit("response-constraint-changed", location, f"{description} in the response.")
+        elif tightened:
+            self.emit("constraint-tightened", location, f"{description}, so some valid input is now rejected.")
+        else:
+            self.emit("constraint-relaxed", location, f"{description}, so more input is accepted.")
 
     def properties(
         self,
@@ -736,13 +739,7 @@ class _Differ:
             return
         tightened = _openness(new_extra) < _openness(old_extra)
         description = f"additionalProperties changed from {_show_extra(old_extra)} to {_show_extra(new_extra)}"
-        location = where.at(field)
-        if not where.request:
-            self.emit("response-constraint-changed", location, f"{description} in the response.")
-        elif tightened:
-            self.emit("constraint-tightened", location, f"{description}, so some valid input is now rejected.")
-        else:
-            self.emit("constraint-relaxed", location, f"{description}, so more input is accepted.")
+        self.constraint(where.at(field), where.request, tightened, description)
 
     def variants(
         self,
