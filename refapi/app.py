@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -56,6 +57,17 @@ def redis_client(app: web.Application) -> Any | None:
     return getattr(facade, "client", None)
 
 
+async def freeze_startup_heap(app: web.Application) -> None:
+    """Move everything built at startup out of the garbage collector's sight.
+
+    The imports, schemas, spec and pools are some 80,000 long-lived objects; a full collection walks them all
+    and stalls the event loop for about 40 ms, which was most of the benchmark's p99. Frozen, they are never
+    scanned again; what requests allocate is collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def build_app(settings: Settings) -> web.Application:
     """Build the application for `settings`; nothing connects until the app starts (cleanup contexts)."""
     # Outermost first. CORS and the rate limiter wrap the error envelope so errors carry their headers; the
@@ -88,6 +100,7 @@ def build_app(settings: Settings) -> web.Application:
     for table in ROUTE_TABLES:
         app.router.add_routes(table)
     docs.setup(app)
+    app.on_startup.append(freeze_startup_heap)  # last: after every backend's startup
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 from typing import Any
 
@@ -82,6 +83,11 @@ class Metrics:
         self.app_info.labels(__version__, "refapi").set(1)
         self._children: dict[tuple[Any, ...], Any] = {}
         self._rendering: asyncio.Future[bytes] | None = None
+        # Observations of this loop turn, written to prometheus_client in one go by flush(): under gunicorn every
+        # write to a value is a locked write into a shared mmap, and a request makes several.
+        self._added: dict[Any, float] = {}
+        self._observed: dict[Any, list[float]] = {}  # histogram child -> [sum, count per bucket...]
+        self._flush_scheduled = False
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -90,9 +96,52 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def add(self, metric: Any, *labels: str, amount: float = 1.0) -> None:
+        """Add `amount` to a counter or gauge child (negative for a gauge going down) at the end of this turn."""
+        child = self.child(metric, *labels)
+        self._added[child] = self._added.get(child, 0.0) + amount
+        self._schedule_flush()
+
+    def observe(self, histogram: Any, *labels: str, value: float) -> None:
+        """Observe `value` in a histogram child at the end of this turn."""
+        child = self.child(histogram, *labels)
+        sums = self._observed.get(child)
+        if sums is None:
+            sums = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
+        sums[0] += value
+        # The bucket of the first upper bound >= value, as Histogram.observe picks it (the last bound is +Inf).
+        sums[1 + bisect.bisect_left(child._upper_bounds, value)] += 1
+        self._schedule_flush()
+
     def observe_request(self, method: str, route: str, status: int, duration: float) -> None:
-        self.child(self.http_requests, method, route, str(status)).inc()
-        self.child(self.http_duration, method, route).observe(duration)
+        self.add(self.http_requests, method, route, str(status))
+        self.observe(self.http_duration, method, route, value=duration)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside the event loop nothing batches the writes
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write this turn's observations: one write per value touched, however many requests touched it."""
+        self._flush_scheduled = False
+        added, self._added = self._added, {}
+        observed, self._observed = self._observed, {}
+        for child, amount in added.items():
+            if amount:
+                child.inc(amount)
+        for child, (total, *counts) in observed.items():
+            # Histogram children have no public "observe many"; these are the values Histogram.observe writes.
+            child._sum.inc(total)
+            for bucket, count in zip(child._buckets, counts, strict=True):
+                if count:
+                    bucket.inc(count)
 
     async def scrape(self) -> bytes:
         """The exposition text, rendered off the event loop; concurrent scrapes share one rendering.
@@ -100,6 +149,7 @@ class Metrics:
         Aggregating every worker's files costs milliseconds of CPU, so when scrapes pile up each one joins
         the rendering already under way instead of queueing its own behind it.
         """
+        self.flush()
         if self._rendering is None:
             self._rendering = asyncio.get_running_loop().run_in_executor(None, self.render)
             self._rendering.add_done_callback(self._rendered)

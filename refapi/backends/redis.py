@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from refapi import errors, keys
 from refapi.api.health import register_check
 from refapi.backends.credentials import CredentialStore
+from refapi.batching import Coalescer
 from refapi.config import RedisNode, Settings
 from refapi.resilience.guard import Guard, make_guard
 
@@ -37,6 +38,7 @@ _PROBE_MARGIN = 0.25
 _RAW_COMMANDS = ("INFO", "CLUSTER INFO", "CLUSTER NODES", "CLUSTER SLOTS")
 
 AnyClient = Redis | RedisCluster
+Command = tuple[Any, ...]  # ("GET", key), ...
 
 
 # ---- Parsing (pure functions over what the server sent; contract §2.6) ----------------------------------------
@@ -205,6 +207,7 @@ class RedisBackend:
         self._credentials = credentials
         self._guard = guard
         self._client, self._nodes = self._build()
+        self._batches: Coalescer[Sequence[Command], list[Any]] = Coalescer(self._send_batch)
 
     @property
     def client(self) -> AnyClient:
@@ -264,6 +267,26 @@ class RedisBackend:
     async def close(self) -> None:
         await _close_all([self._client, *self._nodes.values()])
 
+    async def pipelined(self, *commands: Command) -> list[Any]:
+        """Run `commands` in one pipeline shared with other requests' commands of the same moment.
+
+        Replies come in order, an error reply as its exception (WRONGTYPE, ...) in its place; a failure of
+        the whole round trip (connection, timeout) raises for every request of the batch.
+        """
+        return await self._batches.submit(commands)
+
+    async def _send_batch(self, batch: list[Sequence[Command]]) -> list[list[Any]]:
+        pipe = self._client.pipeline(transaction=False)
+        for commands in batch:
+            for command in commands:
+                pipe.execute_command(*command)
+        replies = await pipe.execute(raise_on_error=False)
+        answers, start = [], 0
+        for commands in batch:
+            answers.append(replies[start : start + len(commands)])
+            start += len(commands)
+        return answers
+
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Guarded call; a rejected password re-reads the credentials and, if they changed, retries once."""
 
@@ -286,10 +309,7 @@ class RedisBackend:
 
     async def get(self, key: str) -> CachedValue | None:
         async def run() -> CachedValue | None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(key)
-                pipe.ttl(key)
-                value, ttl = await pipe.execute(raise_on_error=False)
+            value, ttl = await self.pipelined(("GET", key), ("TTL", key))
             for result in (value, ttl):
                 if _is_wrong_type(result):
                     raise errors.Conflict("The key holds a value that is not a string", reason="wrong_type")

@@ -122,14 +122,15 @@ def decode_entry(raw: bytes | None, generation: bytes, pttl: int) -> Entry | Non
     return Entry(rest[:_ETAG_LENGTH].decode(), rest[_ETAG_LENGTH:], -(-pttl // 1000))  # whole seconds, up
 
 
-async def _lookup(client: Any, group_key: str | None, entry_key: str) -> tuple[bytes, Entry | None]:
+async def _lookup(backend: Any, group_key: str | None, entry_key: str) -> tuple[bytes, Entry | None]:
     """One round trip: the group's generation (b"0" before its first write) and the entry, with its PTTL."""
-    async with client.pipeline(transaction=False) as pipe:
-        if group_key is not None:
-            pipe.get(f"{group_key}:gen")
-        pipe.get(entry_key)
-        pipe.pttl(entry_key)
-        replies = await pipe.execute()
+    commands = [("GET", entry_key), ("PTTL", entry_key)]
+    if group_key is not None:
+        commands.insert(0, ("GET", f"{group_key}:gen"))
+    replies = await backend.pipelined(*commands)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
     generation = (replies[0] or b"0") if group_key is not None else b"0"
     raw, pttl = replies[-2], replies[-1]
     return generation, decode_entry(raw, generation, pttl)
@@ -192,16 +193,16 @@ async def _cached(request: web.Request, handler: Handler, rule: CachedRoute, gat
     generation: bytes | None = None  # known only after a successful lookup: then we may store
     if backend is not None:
         try:
-            generation, entry = await gate.call(lambda: _lookup(backend.client, group_key, entry_key))
+            generation, entry = await gate.call(lambda: _lookup(backend, group_key, entry_key))
         except Skipped:
             pass
         else:
             # With no-cache the entry is ignored; the lookup still reads the generation the new entry needs.
             if "no-cache" not in directives:
                 if entry is not None:
-                    metrics.child(metrics.cache_hits, template).inc()
+                    metrics.add(metrics.cache_hits, template)
                     return _answer(request, entry.body, _cache_headers(entry.etag, entry.max_age, "HIT"))
-                metrics.child(metrics.cache_misses, template).inc()
+                metrics.add(metrics.cache_misses, template)
 
     response = await handler(request)
     if response.status != 200 or not isinstance(response, web.Response) or not isinstance(response.body, bytes):

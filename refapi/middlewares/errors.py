@@ -26,7 +26,7 @@ def error_response(request: web.Request, exc: errors.ApiError) -> web.Response:
     if isinstance(exc, errors.ServiceUnavailable):
         headers.setdefault("Retry-After", str(request.app[keys.SETTINGS].retry_after_seconds))
     metrics = request.app[keys.METRICS]
-    metrics.child(metrics.http_errors, exc.error, str(exc.status)).inc()
+    metrics.add(metrics.http_errors, exc.error, str(exc.status))
     return web.Response(status=exc.status, body=exc.body(request_id_of(request)), headers=headers)
 
 

@@ -40,8 +40,7 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
         metrics = app[keys.METRICS]
         method = request.method if request.method in _METHODS else "OTHER"
         route = route_of(request)
-        in_progress = metrics.child(metrics.http_in_progress, method, route)
-        in_progress.inc()
+        metrics.add(metrics.http_in_progress, method, route)
         started = time.perf_counter()
         status = 500
         try:
@@ -53,7 +52,7 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
             raise
         finally:
             duration = time.perf_counter() - started
-            in_progress.dec()
+            metrics.add(metrics.http_in_progress, method, route, amount=-1)
             metrics.observe_request(method, route, status, duration)
             app[keys.ACCESS_LOG].write(
                 request_id=request_id_of(request),

@@ -44,7 +44,7 @@ def rate_limit_middleware(counter: RateCounter, settings: Settings) -> web.middl
         }
         if hit.count > limit:
             metrics = request.app[keys.METRICS]
-            metrics.child(metrics.rate_limit_rejections, scope).inc()
+            metrics.add(metrics.rate_limit_rejections, scope)
             headers["Retry-After"] = headers["X-RateLimit-Reset"]
             return error_response(request, errors.RateLimitExceeded(scope=scope, limit=limit, headers=headers))
         response = await handler(request)

@@ -73,8 +73,8 @@ class Guard:
             breaker.record_success(permit)
             return result
         finally:
-            self._metrics.child(self._metrics.backend_duration, self.service, operation).observe(
-                time.perf_counter() - started
+            self._metrics.observe(
+                self._metrics.backend_duration, self.service, operation, value=time.perf_counter() - started
             )
 
 

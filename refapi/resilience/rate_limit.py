@@ -1,21 +1,21 @@
-"""Fixed-window counters (contract §3.3): shared in Redis, batched per event-loop turn, local when Redis fails.
+"""Fixed-window counters (contract §3.3): shared in Redis, increments batched, local when Redis fails.
 
 Why not the `limits` package: its storages pay one Redis round trip per hit, and one round trip per request
 costs more here than the whole rest of the middleware stack. The counters below send the increments of every
-request waiting in the same turn as one pipelined INCRBY per key, and each request reads its own exact count
-from its key's total. The in-process fallback is a dict of the same windows, so limits stay enforced per
+request of one batch (refapi.batching) as one pipelined INCRBY per key, and each request reads its own exact
+count from its key's total. The in-process fallback is a dict of the same windows, so limits stay enforced per
 worker while Redis is unreachable.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from refapi.batching import Coalescer
 from refapi.resilience.fallback import FailOpen, Skipped
 
 WINDOW_SECONDS = 60
@@ -72,55 +72,32 @@ class RateCounter:
         # its own calls failed.
         self.gate = gate or FailOpen("rate limiter (redis)", timeout=REDIS_TIMEOUT, skip_for=REDIS_RETRY_AFTER)
         self.local = LocalCounters()
-        self._pending: dict[tuple[int, str], list[asyncio.Future[int]]] = {}
-        self._flush_scheduled = False
-        self._in_flight = False
+        self._batches: Coalescer[tuple[int, str], int] = Coalescer(self._count)
 
     async def hit(self, key: str) -> Hit:
-        now = self._clock()
-        window, reset = window_of(now)
+        window, reset = window_of(self._clock())
         if self._redis() is None or self.gate.skipping:
             return Hit(self.local.incr(key, window), reset)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault((window, key), []).append(future)
-        if not self._flush_scheduled and not self._in_flight:
-            self._flush_scheduled = True
-            # Runs after every callback already queued: the requests of this loop turn join one batch.
-            asyncio.get_running_loop().call_soon(self._schedule_now)
-        return Hit(await future, reset)
+        return Hit(await self._batches.submit((window, key)), reset)
 
-    def _schedule_now(self) -> None:
-        self._flush_scheduled = False
-        if self._in_flight or not self._pending:
-            return  # the batch in flight sends whatever is waiting when it lands
-        batch, self._pending = self._pending, {}
-        self._in_flight = True
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        task.add_done_callback(self._after_send)
-
-    def _after_send(self, task: asyncio.Task[None]) -> None:
-        self._in_flight = False
-        if self._pending:
-            self._schedule_now()
-
-    async def _send(self, batch: dict[tuple[int, str], list[asyncio.Future[int]]]) -> None:
+    async def _count(self, hits: list[tuple[int, str]]) -> list[int]:
+        """Each hit's count, from one INCRBY per key for the whole batch (local counts when Redis fails)."""
+        per_key: dict[tuple[int, str], int] = {}
+        for hit in hits:
+            per_key[hit] = per_key.get(hit, 0) + 1
         try:
-            totals = await self._redis_totals(batch)
+            totals = await self._redis_totals(per_key)
         except Skipped:  # failed, timed out, or skipped since a recent failure: never fail the request
-            totals = [self.local.incr(key, window, len(waiters)) for (window, key), waiters in batch.items()]
-        except asyncio.CancelledError:  # shutdown: no request may wait forever for this batch
-            for waiters in batch.values():
-                for waiter in waiters:
-                    waiter.cancel()
-            raise
-        for waiters, total in zip(batch.values(), totals, strict=True):
-            # The key's waiters took the last len(waiters) counts, in arrival order.
-            first = total - len(waiters) + 1
-            for offset, waiter in enumerate(waiters):
-                if not waiter.done():  # its request may have been cancelled meanwhile
-                    waiter.set_result(first + offset)
+            totals = [self.local.incr(key, window, amount) for (window, key), amount in per_key.items()]
+        # A key's hits took the last `amount` counts of its new total, in arrival order.
+        next_count = {hit: total - amount + 1 for (hit, amount), total in zip(per_key.items(), totals, strict=True)}
+        counts = []
+        for hit in hits:
+            counts.append(next_count[hit])
+            next_count[hit] += 1
+        return counts
 
-    async def _redis_totals(self, batch: dict[tuple[int, str], list[asyncio.Future[int]]]) -> list[int]:
+    async def _redis_totals(self, per_key: dict[tuple[int, str], int]) -> list[int]:
         """Each key's new total after one pipelined INCRBY per key; raises Skipped when Redis cannot be used."""
         client = self._redis()
         if client is None:  # the backend went away between the hit and the flush
@@ -128,9 +105,9 @@ class RateCounter:
 
         async def send() -> list[Any]:
             pipe = client.pipeline(transaction=False)
-            for (window, key), waiters in batch.items():
+            for (window, key), amount in per_key.items():
                 redis_key = f"{KEY_PREFIX}{window}:{key}"
-                pipe.incrby(redis_key, len(waiters))
+                pipe.incrby(redis_key, amount)
                 pipe.expire(redis_key, WINDOW_SECONDS + 5)  # a few seconds of grace for clock skew between hosts
             return list(await pipe.execute())
 

@@ -148,7 +148,7 @@ async def test_breaker_metrics_record_state_and_transitions() -> None:
     for _ in range(2):
         with pytest.raises(errors.ServiceUnavailable):
             await guard.call("query", refused)
-    text = app[keys.METRICS].render().decode()
+    text = (await app[keys.METRICS].scrape()).decode()
     assert 'circuit_breaker_state{service="mysql"} 2.0' in text
     assert 'circuit_breaker_transitions_total{service="mysql",to="open"} 1.0' in text
     assert 'backend_request_duration_seconds_count{operation="query",service="mysql"} 2.0' in text

@@ -68,7 +68,9 @@ async def health_api(make_api: AppFactory, cluster_nodes: list[tuple[str, int]])
 
 
 def hits_and_misses(app: web.Application, route: str) -> tuple[float, float]:
-    registry = app[keys.METRICS].registry
+    metrics = app[keys.METRICS]
+    metrics.flush()  # this turn's observations
+    registry = metrics.registry
     return (
         registry.get_sample_value("cache_hits_total", {"route": route}) or 0.0,
         registry.get_sample_value("cache_misses_total", {"route": route}) or 0.0,
