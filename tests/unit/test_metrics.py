@@ -71,3 +71,39 @@ async def test_concurrent_scrapes_share_one_rendering(monkeypatch) -> None:  # t
     assert renders == 1 and len(set(bodies)) == 1
     await metrics.scrape()  # a scrape after the last one finished renders afresh
     assert renders == 2
+
+
+async def test_one_loop_turn_of_observations_is_one_write_per_value_with_the_same_totals() -> None:
+    batched, direct = Metrics(), Metrics()
+    durations = [0.0004, 0.003, 0.003, 0.07, 12.0]  # a bucket edge case, repeats, and +Inf
+    writes = 0
+    child = batched.child(batched.http_requests, "GET", "/x", "200")
+    original_inc = child.inc
+
+    def counting_inc(amount: float = 1) -> None:
+        nonlocal writes
+        writes += 1
+        original_inc(amount)
+
+    child.inc = counting_inc
+    for duration in durations:
+        batched.observe_request("GET", "/x", 200, duration)
+        direct.child(direct.http_requests, "GET", "/x", "200").inc()
+        direct.child(direct.http_duration, "GET", "/x").observe(duration)
+    assert writes == 0  # nothing written during the turn...
+    await asyncio.sleep(0)
+    assert writes == 1  # ...then one write for all five requests
+
+    def samples(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if "_created" not in line]
+
+    assert samples(await batched.scrape()) == samples(await direct.scrape())
+
+
+async def test_in_progress_gauge_nets_out_and_scrapes_see_the_current_turn() -> None:
+    metrics = Metrics()
+    metrics.add(metrics.http_in_progress, "GET", "/x")
+    metrics.add(metrics.http_in_progress, "GET", "/x")
+    metrics.add(metrics.http_in_progress, "GET", "/x", amount=-1)
+    text = (await metrics.scrape()).decode()  # a scrape flushes first, without waiting for the turn to end
+    assert sample(text, "http_requests_in_progress", method="GET", route="/x") == 1.0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import key_slot
 
+from refapi import keys as refapi_keys
 from tests.integration.redis.conftest import Client
 from tests.support.contract import checked
 
@@ -145,3 +148,33 @@ async def test_pattern_rules_are_validated(api: Client) -> None:
         resp = await api.get(path, params=params)
         body = await checked(resp)
         assert resp.status == 422 and body["details"]["validation_errors"][0]["loc"] == loc
+
+
+async def test_concurrent_reads_share_round_trips_and_each_gets_its_own_answer(
+    api: Client, raw_redis: Redis | RedisCluster, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = keys_on_each_master(prefix)
+    for key in keys:
+        await raw_redis.set(key, f"v-{key}")
+    wrong = f"{prefix}hash"
+    await raw_redis.hset(wrong, "field", "value")
+    client = api.app[refapi_keys.REDIS].client
+    original, pipelines = client.pipeline, 0
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "pipeline", counting_pipeline)
+    paths = [f"/examples/cache/{key}" for key in keys * 10] + [
+        f"/examples/cache/{wrong}",
+        f"/examples/cache/{prefix}none",
+    ]
+    responses = await asyncio.gather(*(api.get(path) for path in paths))
+    bodies = [await response.json() for response in responses]
+    for key, body in zip(keys * 10, bodies, strict=False):
+        assert body["key"] == key and body["value"] == f"v-{key}"
+    assert responses[-2].status == 409 and bodies[-2]["details"] == {"reason": "wrong_type"}  # only that one
+    assert bodies[-1] == {"key": f"{prefix}none", "value": None, "exists": False, "ttl": None}
+    assert 1 <= pipelines <= len(paths) // 4  # requests of the same moment shared their round trips
