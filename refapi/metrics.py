@@ -20,6 +20,7 @@ from prometheus_client import (
 from refapi import __version__
 
 UNMATCHED_ROUTE = "<unmatched>"
+_STATUS_LABELS = {status: str(status) for status in range(100, 600)}
 
 
 def multiprocess_dir() -> str | None:
@@ -84,9 +85,10 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._rendering: asyncio.Future[bytes] | None = None
         # Observations of this loop turn, written to prometheus_client in one go by flush(): under gunicorn every
-        # write to a value is a locked write into a shared mmap, and a request makes several.
-        self._added: dict[Any, float] = {}
-        self._observed: dict[Any, list[float]] = {}  # histogram child -> [sum, count per bucket...]
+        # write to a value is a locked write into a shared mmap, and a request makes several. Keyed by (metric,
+        # label values); the label children are looked up only when writing.
+        self._added: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}  # [sum, count per bucket...]
         self._flush_scheduled = False
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -97,29 +99,33 @@ class Metrics:
         return found
 
     def add(self, metric: Any, *labels: str, amount: float = 1.0) -> None:
-        """Add `amount` to a counter or gauge child (negative for a gauge going down) at the end of this turn."""
-        child = self.child(metric, *labels)
-        self._added[child] = self._added.get(child, 0.0) + amount
-        self._schedule_flush()
+        """Add `amount` to a counter or gauge (negative for a gauge going down) at the end of this turn."""
+        key = (metric, labels)
+        self._added[key] = self._added.get(key, 0.0) + amount
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def observe(self, histogram: Any, *labels: str, value: float) -> None:
-        """Observe `value` in a histogram child at the end of this turn."""
-        child = self.child(histogram, *labels)
-        sums = self._observed.get(child)
+        """Observe `value` in a histogram at the end of this turn."""
+        key = (histogram, labels)
+        sums = self._observed.get(key)
         if sums is None:
-            sums = self._observed[child] = [0.0] * (len(child._upper_bounds) + 1)
+            sums = self._observed[key] = [0.0] * (len(histogram._upper_bounds) + 1)
         sums[0] += value
         # The bucket of the first upper bound >= value, as Histogram.observe picks it (the last bound is +Inf).
-        sums[1 + bisect.bisect_left(child._upper_bounds, value)] += 1
-        self._schedule_flush()
+        sums[1 + bisect.bisect_left(histogram._upper_bounds, value)] += 1
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
-    def observe_request(self, method: str, route: str, status: int, duration: float) -> None:
-        self.add(self.http_requests, method, route, str(status))
+    def request_started(self, method: str, route: str) -> None:
+        self.add(self.http_in_progress, method, route)
+
+    def request_finished(self, method: str, route: str, status: int, duration: float) -> None:
+        self.add(self.http_in_progress, method, route, amount=-1.0)
+        self.add(self.http_requests, method, route, _STATUS_LABELS.get(status) or str(status))
         self.observe(self.http_duration, method, route, value=duration)
 
     def _schedule_flush(self) -> None:
-        if self._flush_scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # outside the event loop nothing batches the writes
@@ -133,10 +139,11 @@ class Metrics:
         self._flush_scheduled = False
         added, self._added = self._added, {}
         observed, self._observed = self._observed, {}
-        for child, amount in added.items():
+        for (metric, labels), amount in added.items():
             if amount:
-                child.inc(amount)
-        for child, (total, *counts) in observed.items():
+                self.child(metric, *labels).inc(amount)
+        for (histogram, labels), (total, *counts) in observed.items():
+            child = self.child(histogram, *labels)
             # Histogram children have no public "observe many"; these are the values Histogram.observe writes.
             child._sum.inc(total)
             for bucket, count in zip(child._buckets, counts, strict=True):

@@ -40,7 +40,7 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
         metrics = app[keys.METRICS]
         method = request.method if request.method in _METHODS else "OTHER"
         route = route_of(request)
-        metrics.add(metrics.http_in_progress, method, route)
+        metrics.request_started(method, route)
         started = time.perf_counter()
         status = 500
         try:
@@ -52,8 +52,7 @@ def metrics_middleware() -> web.middleware:  # type: ignore[valid-type]
             raise
         finally:
             duration = time.perf_counter() - started
-            metrics.add(metrics.http_in_progress, method, route, amount=-1)
-            metrics.observe_request(method, route, status, duration)
+            metrics.request_finished(method, route, status, duration)
             app[keys.ACCESS_LOG].write(
                 request_id=request_id_of(request),
                 method=method,

@@ -87,7 +87,8 @@ async def test_one_loop_turn_of_observations_is_one_write_per_value_with_the_sam
 
     child.inc = counting_inc
     for duration in durations:
-        batched.observe_request("GET", "/x", 200, duration)
+        batched.request_started("GET", "/x")
+        batched.request_finished("GET", "/x", 200, duration)
         direct.child(direct.http_requests, "GET", "/x", "200").inc()
         direct.child(direct.http_duration, "GET", "/x").observe(duration)
     assert writes == 0  # nothing written during the turn...
@@ -95,7 +96,8 @@ async def test_one_loop_turn_of_observations_is_one_write_per_value_with_the_sam
     assert writes == 1  # ...then one write for all five requests
 
     def samples(text: bytes) -> list[str]:
-        return [line for line in text.decode().splitlines() if "_created" not in line]
+        # In-progress went up and down within the turn: nothing to write, so the batched side has no sample.
+        return [line for line in text.decode().splitlines() if "_created" not in line and "in_progress" not in line]
 
     assert samples(await batched.scrape()) == samples(await direct.scrape())
 
