@@ -72,9 +72,17 @@ def operation(**spec: Any) -> Callable[[Handler], Callable[[web.Request], Awaita
             "body": op.body() if op.body else None,
         }
 
-        @functools.wraps(fn)
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return await fn(request, await parse(request, op, schemas))
+        if all(schema is None for schema in schemas.values()) and op.check is None:  # nothing to validate
+
+            @functools.wraps(fn)
+            async def handler(request: web.Request) -> web.StreamResponse:
+                return await fn(request, Input())
+
+        else:
+
+            @functools.wraps(fn)
+            async def handler(request: web.Request) -> web.StreamResponse:
+                return await fn(request, await parse(request, op, schemas))
 
         setattr(handler, OPERATION_ATTR, op)
         return handler
