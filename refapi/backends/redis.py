@@ -39,6 +39,9 @@ _RAW_COMMANDS = ("INFO", "CLUSTER INFO", "CLUSTER NODES", "CLUSTER SLOTS")
 
 AnyClient = Redis | RedisCluster
 Command = tuple[Any, ...]  # ("GET", key), ...
+# A string key's value and TTL read atomically in one command: each command in a pipeline costs redis-py as
+# much CPU as the rest of a cache read, and two separate commands could straddle the key's expiry.
+GET_WITH_TTL: Command = ("EVAL", "return {redis.call('GET', KEYS[1]), redis.call('TTL', KEYS[1])}", 1)
 
 
 # ---- Parsing (pure functions over what the server sent; contract §2.6) ----------------------------------------
@@ -309,13 +312,13 @@ class RedisBackend:
 
     async def get(self, key: str) -> CachedValue | None:
         async def run() -> CachedValue | None:
-            value, ttl = await self.pipelined(("GET", key), ("TTL", key))
-            for result in (value, ttl):
-                if _is_wrong_type(result):
-                    raise errors.Conflict("The key holds a value that is not a string", reason="wrong_type")
-                if isinstance(result, Exception):
-                    raise result
-            if value is None or ttl == -2:  # absent, or expired between the two commands
+            (reply,) = await self.pipelined((*GET_WITH_TTL, key))
+            if _is_wrong_type(reply):
+                raise errors.Conflict("The key holds a value that is not a string", reason="wrong_type")
+            if isinstance(reply, Exception):
+                raise reply
+            value, ttl = reply
+            if value is None:
                 return None
             return CachedValue(value.decode("utf-8", "replace"), None if ttl < 0 else ttl)
 

@@ -122,17 +122,22 @@ def decode_entry(raw: bytes | None, generation: bytes, pttl: int) -> Entry | Non
     return Entry(rest[:_ETAG_LENGTH].decode(), rest[_ETAG_LENGTH:], -(-pttl // 1000))  # whole seconds, up
 
 
+# The entry, its PTTL and (given a second key) its group's generation, atomically in one command; the hash tag
+# puts both keys in one cluster slot. A missing generation reads as false (nil), like a missing entry.
+_LOOKUP = (
+    "EVAL",
+    "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), KEYS[2] and redis.call('GET', KEYS[2])}",
+)
+
+
 async def _lookup(backend: Any, group_key: str | None, entry_key: str) -> tuple[bytes, Entry | None]:
-    """One round trip: the group's generation (b"0" before its first write) and the entry, with its PTTL."""
-    commands = [("GET", entry_key), ("PTTL", entry_key)]
-    if group_key is not None:
-        commands.insert(0, ("GET", f"{group_key}:gen"))
-    replies = await backend.pipelined(*commands)
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    generation = (replies[0] or b"0") if group_key is not None else b"0"
-    raw, pttl = replies[-2], replies[-1]
+    """The group's generation (b"0" before its first write) and the entry, if current and unexpired."""
+    keys = (entry_key,) if group_key is None else (entry_key, f"{group_key}:gen")
+    (reply,) = await backend.pipelined((*_LOOKUP, len(keys), *keys))
+    if isinstance(reply, Exception):
+        raise reply
+    raw, pttl, *rest = reply
+    generation = (rest[0] if rest else None) or b"0"
     return generation, decode_entry(raw, generation, pttl)
 
 
