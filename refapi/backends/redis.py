@@ -210,7 +210,7 @@ class RedisBackend:
         self._credentials = credentials
         self._guard = guard
         self._client, self._nodes = self._build()
-        self._batches: Coalescer[Sequence[Command], list[Any]] = Coalescer(self._send_batch)
+        self._reads: Coalescer[Command, Any] = Coalescer(self._send_reads)
 
     @property
     def client(self) -> AnyClient:
@@ -270,25 +270,22 @@ class RedisBackend:
     async def close(self) -> None:
         await _close_all([self._client, *self._nodes.values()])
 
-    async def pipelined(self, *commands: Command) -> list[Any]:
-        """Run `commands` in one pipeline shared with other requests' commands of the same moment.
+    async def read(self, *command: Any) -> Any:
+        """A read-only command, sent in one pipeline with the other reads of the same moment (refapi.batching).
 
-        Replies come in order, an error reply as its exception (WRONGTYPE, ...) in its place; a failure of
-        the whole round trip (connection, timeout) raises for every request of the batch.
+        Identical reads of one batch go out once and share the reply, so a hot key costs one command per batch
+        rather than one per request. An error reply comes back as its exception (WRONGTYPE, ...); a failure
+        of the whole round trip (connection, timeout) raises for every read of the batch.
         """
-        return await self._batches.submit(commands)
+        return await self._reads.submit(command)
 
-    async def _send_batch(self, batch: list[Sequence[Command]]) -> list[list[Any]]:
+    async def _send_reads(self, commands: list[Command]) -> list[Any]:
+        unique = list(dict.fromkeys(commands))
         pipe = self._client.pipeline(transaction=False)
-        for commands in batch:
-            for command in commands:
-                pipe.execute_command(*command)
-        replies = await pipe.execute(raise_on_error=False)
-        answers, start = [], 0
-        for commands in batch:
-            answers.append(replies[start : start + len(commands)])
-            start += len(commands)
-        return answers
+        for command in unique:
+            pipe.execute_command(*command)
+        replies = dict(zip(unique, await pipe.execute(raise_on_error=False), strict=True))
+        return [replies[command] for command in commands]
 
     async def _call(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Guarded call; a rejected password re-reads the credentials and, if they changed, retries once."""
@@ -312,7 +309,7 @@ class RedisBackend:
 
     async def get(self, key: str) -> CachedValue | None:
         async def run() -> CachedValue | None:
-            (reply,) = await self.pipelined((*GET_WITH_TTL, key))
+            reply = await self.read(*GET_WITH_TTL, key)
             if _is_wrong_type(reply):
                 raise errors.Conflict("The key holds a value that is not a string", reason="wrong_type")
             if isinstance(reply, Exception):

@@ -133,7 +133,7 @@ _LOOKUP = (
 async def _lookup(backend: Any, group_key: str | None, entry_key: str) -> tuple[bytes, Entry | None]:
     """The group's generation (b"0" before its first write) and the entry, if current and unexpired."""
     keys = (entry_key,) if group_key is None else (entry_key, f"{group_key}:gen")
-    (reply,) = await backend.pipelined((*_LOOKUP, len(keys), *keys))
+    reply = await backend.read(*_LOOKUP, len(keys), *keys)
     if isinstance(reply, Exception):
         raise reply
     raw, pttl, *rest = reply

@@ -150,7 +150,7 @@ async def test_pattern_rules_are_validated(api: Client) -> None:
         assert resp.status == 422 and body["details"]["validation_errors"][0]["loc"] == loc
 
 
-async def test_concurrent_reads_share_round_trips_and_each_gets_its_own_answer(
+async def test_concurrent_reads_share_round_trips_and_replies_and_each_gets_its_own_answer(
     api: Client, raw_redis: Redis | RedisCluster, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = keys_on_each_master(prefix)
@@ -159,12 +159,21 @@ async def test_concurrent_reads_share_round_trips_and_each_gets_its_own_answer(
     wrong = f"{prefix}hash"
     await raw_redis.hset(wrong, "field", "value")
     client = api.app[refapi_keys.REDIS].client
-    original, pipelines = client.pipeline, 0
+    original, pipelines, reads = client.pipeline, 0, 0
 
     def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
         nonlocal pipelines
         pipelines += 1
-        return original(*args, **kwargs)
+        pipe = original(*args, **kwargs)
+        queue = pipe.execute_command
+
+        def counting_command(*command: Any, **options: Any) -> Any:
+            nonlocal reads
+            reads += command[0] == "EVAL"
+            return queue(*command, **options)
+
+        pipe.execute_command = counting_command
+        return pipe
 
     monkeypatch.setattr(client, "pipeline", counting_pipeline)
     paths = [f"/examples/cache/{key}" for key in keys * 10] + [
@@ -178,3 +187,4 @@ async def test_concurrent_reads_share_round_trips_and_each_gets_its_own_answer(
     assert responses[-2].status == 409 and bodies[-2]["details"] == {"reason": "wrong_type"}  # only that one
     assert bodies[-1] == {"key": f"{prefix}none", "value": None, "exists": False, "ttl": None}
     assert 1 <= pipelines <= len(paths) // 4  # requests of the same moment shared their round trips
+    assert reads <= len(set(paths)) * pipelines < len(paths)  # and identical reads of one batch went out once
