@@ -90,6 +90,7 @@ class Metrics:
         self._added: dict[tuple[Any, tuple[str, ...]], float] = {}
         self._observed: dict[tuple[Any, tuple[str, ...]], list[float]] = {}  # [sum, count per bucket...]
         self._flush_scheduled = False
+        self._active = 0  # requests between request_started and request_finished
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -118,12 +119,18 @@ class Metrics:
             self._schedule_flush()
 
     def request_started(self, method: str, route: str) -> None:
+        self._active += 1
         self.add(self.http_in_progress, method, route)
 
     def request_finished(self, method: str, route: str, status: int, duration: float) -> None:
+        self._active -= 1
         self.add(self.http_in_progress, method, route, amount=-1.0)
         self.add(self.http_requests, method, route, _STATUS_LABELS.get(status) or str(status))
         self.observe(self.http_duration, method, route, value=duration)
+        if not self._active:
+            # Nothing else to batch with: write now, so a request served alone is counted before its response
+            # leaves (batched ones are counted at the end of the turn, microseconds after theirs).
+            self.flush()
 
     def _schedule_flush(self) -> None:
         try:

@@ -86,6 +86,7 @@ async def test_one_loop_turn_of_observations_is_one_write_per_value_with_the_sam
         original_inc(amount)
 
     child.inc = counting_inc
+    batched.request_started("GET", "/slow")  # still in flight: the others are batched with it
     for duration in durations:
         batched.request_started("GET", "/x")
         batched.request_finished("GET", "/x", 200, duration)
@@ -100,6 +101,18 @@ async def test_one_loop_turn_of_observations_is_one_write_per_value_with_the_sam
         return [line for line in text.decode().splitlines() if "_created" not in line and "in_progress" not in line]
 
     assert samples(await batched.scrape()) == samples(await direct.scrape())
+    batched.request_finished("GET", "/slow", 200, 1.0)
+
+
+async def test_a_request_served_alone_is_written_before_its_response_leaves() -> None:
+    metrics = Metrics()
+    metrics.request_started("GET", "/x")
+    metrics.request_finished("GET", "/x", 200, 0.001)
+    # No loop turn has ended: a scrape of the shared files by another worker would already count it.
+    assert (
+        metrics.registry.get_sample_value("http_requests_total", {"method": "GET", "route": "/x", "status": "200"})
+        == 1.0
+    )
 
 
 async def test_in_progress_gauge_nets_out_and_scrapes_see_the_current_turn() -> None:
