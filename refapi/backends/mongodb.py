@@ -129,7 +129,8 @@ class MongoBackend(PooledBackend[Client]):
             # Creating the index creates the collection too, and is a no-op when both exist (any worker may race).
             await client[credentials["database"]][TABLE].create_index(_NEWEST_FIRST, name=f"{TABLE}_created_at_idx")
         except BaseException:
-            await self._close(client)
+            # Shielded: a second cancellation (shutdown during a timed-out attempt) must not leave it open.
+            await asyncio.shield(self._close(client))
             raise
         log.info(
             "mongodb client ready for %s:%s (database %s)",
