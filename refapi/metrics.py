@@ -20,7 +20,6 @@ from prometheus_client import (
 from refapi import __version__
 
 UNMATCHED_ROUTE = "<unmatched>"
-_STATUS_LABELS = {status: str(status) for status in range(100, 600)}
 
 
 def multiprocess_dir() -> str | None:
@@ -103,8 +102,7 @@ class Metrics:
         """Add `amount` to a counter or gauge (negative for a gauge going down) at the end of this turn."""
         key = (metric, labels)
         self._added[key] = self._added.get(key, 0.0) + amount
-        if not self._flush_scheduled:
-            self._schedule_flush()
+        self._schedule_flush()
 
     def observe(self, histogram: Any, *labels: str, value: float) -> None:
         """Observe `value` in a histogram at the end of this turn."""
@@ -115,8 +113,7 @@ class Metrics:
         sums[0] += value
         # The bucket of the first upper bound >= value, as Histogram.observe picks it (the last bound is +Inf).
         sums[1 + bisect.bisect_left(histogram._upper_bounds, value)] += 1
-        if not self._flush_scheduled:
-            self._schedule_flush()
+        self._schedule_flush()
 
     def request_started(self, method: str, route: str) -> None:
         self._active += 1
@@ -125,7 +122,7 @@ class Metrics:
     def request_finished(self, method: str, route: str, status: int, duration: float) -> None:
         self._active -= 1
         self.add(self.http_in_progress, method, route, amount=-1.0)
-        self.add(self.http_requests, method, route, _STATUS_LABELS.get(status) or str(status))
+        self.add(self.http_requests, method, route, str(status))
         self.observe(self.http_duration, method, route, value=duration)
         if not self._active:
             # Nothing else to batch with: write now, so a request served alone is counted before its response
@@ -133,6 +130,8 @@ class Metrics:
             self.flush()
 
     def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # outside the event loop nothing batches the writes
